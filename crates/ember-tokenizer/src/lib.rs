@@ -1,0 +1,4 @@
+//! ember-tokenizer: the GGUF vocabulary turned into a tokenizer that gives llama.cpp's ids, a streaming
+//! detokenizer, and chat-template rendering.
+
+pub mod template;
