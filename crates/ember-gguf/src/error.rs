@@ -18,7 +18,9 @@ pub enum GgufError {
     BigEndian { raw: u32 },
     #[error("unsupported GGUF version {version} at byte 4 (ember reads versions 2 and 3)")]
     UnsupportedVersion { version: u32 },
-    #[error("file truncated: {what} at byte {offset} needs {need} bytes, but the file has {file_len}")]
+    #[error(
+        "file truncated: {what} at byte {offset} needs {need} bytes, but the file has {file_len}"
+    )]
     Truncated {
         what: String,
         offset: u64,
@@ -33,9 +35,17 @@ pub enum GgufError {
         limit: u64,
     },
     #[error("metadata key '{key}' at byte {offset}: unknown value type {type_id}")]
-    UnknownValueType { key: String, offset: u64, type_id: u32 },
+    UnknownValueType {
+        key: String,
+        offset: u64,
+        type_id: u32,
+    },
     #[error("metadata key '{key}' at byte {offset}: arrays nested deeper than {limit} levels")]
-    NestingTooDeep { key: String, offset: u64, limit: u32 },
+    NestingTooDeep {
+        key: String,
+        offset: u64,
+        limit: u32,
+    },
     #[error("{what} at byte {offset} is not valid UTF-8")]
     InvalidUtf8 { what: String, offset: u64 },
     #[error("metadata key '{key}' appears twice (second at byte {offset})")]
@@ -45,7 +55,11 @@ pub enum GgufError {
     #[error("general.alignment is {value}; it must be a non-zero power of two")]
     BadAlignment { value: u64 },
     #[error("tensor '{tensor}' (info at byte {offset}): unknown ggml type id {type_id}")]
-    UnknownTensorType { tensor: String, offset: u64, type_id: u32 },
+    UnknownTensorType {
+        tensor: String,
+        offset: u64,
+        type_id: u32,
+    },
     #[error("tensor '{tensor}' (info at byte {offset}): {reason}")]
     BadTensorShape {
         tensor: String,

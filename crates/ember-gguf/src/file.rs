@@ -50,7 +50,10 @@ impl GgufFile {
     /// [`GgufFile::open`] with explicit limits.
     pub fn open_with_limits(path: impl AsRef<Path>, limits: &Limits) -> Result<Self, GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io { path: path.to_owned(), source };
+        let io = |source| GgufError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
@@ -65,13 +68,21 @@ impl GgufFile {
             Source::Mmap(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
         };
         let header = parse_with_limits(source.bytes(), limits)?;
-        Ok(GgufFile { path: Some(path.to_owned()), source, header })
+        Ok(GgufFile {
+            path: Some(path.to_owned()),
+            source,
+            header,
+        })
     }
 
     /// Parses an in-memory file (tests, fuzzing, embedded models).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GgufError> {
         let header = parse_with_limits(&bytes, &Limits::default())?;
-        Ok(GgufFile { path: None, source: Source::Owned(bytes), header })
+        Ok(GgufFile {
+            path: None,
+            source: Source::Owned(bytes),
+            header,
+        })
     }
 
     /// The path it was opened from, if any.
@@ -119,7 +130,9 @@ impl GgufFile {
     pub fn tensor_data(&self, info: &TensorInfo) -> Option<&[u8]> {
         let start = self.header.data_offset.checked_add(info.offset())?;
         let end = start.checked_add(info.n_bytes())?;
-        self.source.bytes().get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+        self.source
+            .bytes()
+            .get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
     }
 
     /// `general.architecture`, e.g. `llama`, `qwen2`, `deepseek2`.

@@ -15,8 +15,8 @@ pub use ember_quant::GgmlType;
 pub use error::{GgufError, MetadataError};
 pub use file::GgufFile;
 pub use parse::{
-    DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufHeader, Limits, MAX_DIMS, MAX_TENSOR_NAME, TensorInfo, parse,
-    parse_with_limits,
+    DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufHeader, Limits, MAX_DIMS, MAX_TENSOR_NAME, TensorInfo,
+    parse, parse_with_limits,
 };
 pub use value::{Array, Metadata, Value};
 pub use write::GgufWriter;

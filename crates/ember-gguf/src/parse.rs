@@ -123,10 +123,16 @@ pub fn parse(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
 
 /// [`parse`] with explicit limits.
 pub fn parse_with_limits(bytes: &[u8], limits: &Limits) -> Result<GgufHeader, GgufError> {
-    let mut r = Reader { buf: bytes, pos: 0, limits };
+    let mut r = Reader {
+        buf: bytes,
+        pos: 0,
+        limits,
+    };
     let magic = r.take(4, "magic")?;
     if magic != GGUF_MAGIC {
-        return Err(GgufError::BadMagic { found: magic.to_vec() });
+        return Err(GgufError::BadMagic {
+            found: magic.to_vec(),
+        });
     }
     let version = r.u32("version")?;
     if version & 0xffff == 0 && version != 0 {
@@ -153,7 +159,11 @@ pub fn parse_with_limits(bytes: &[u8], limits: &Limits) -> Result<GgufHeader, Gg
         None => DEFAULT_ALIGNMENT,
         Some(v) => match v.as_int() {
             Some(a) if a > 0 && (a as u128).is_power_of_two() && a <= 1 << 30 => a as u64,
-            Some(a) => return Err(GgufError::BadAlignment { value: a.clamp(0, u64::MAX.into()) as u64 }),
+            Some(a) => {
+                return Err(GgufError::BadAlignment {
+                    value: a.clamp(0, u64::MAX.into()) as u64,
+                });
+            }
             None => return Err(GgufError::BadAlignment { value: 0 }),
         },
     };
@@ -163,7 +173,10 @@ pub fn parse_with_limits(bytes: &[u8], limits: &Limits) -> Result<GgufHeader, Gg
     for _ in 0..tensor_count {
         let t = r.tensor_info(alignment)?;
         if !names.insert(t.name.clone()) {
-            return Err(GgufError::DuplicateTensor { name: t.name, offset: t.info_offset });
+            return Err(GgufError::DuplicateTensor {
+                name: t.name,
+                offset: t.info_offset,
+            });
         }
         tensors.push(t);
     }
@@ -171,7 +184,13 @@ pub fn parse_with_limits(bytes: &[u8], limits: &Limits) -> Result<GgufHeader, Gg
     let file_len = bytes.len() as u64;
     let data_offset = (r.pos as u64).div_ceil(alignment) * alignment;
     check_layout(&tensors, data_offset, file_len)?;
-    Ok(GgufHeader { version, metadata, tensors, alignment, data_offset })
+    Ok(GgufHeader {
+        version,
+        metadata,
+        tensors,
+        alignment,
+        data_offset,
+    })
 }
 
 /// Every tensor inside the file, and no two sharing a byte.
@@ -185,7 +204,9 @@ fn check_layout(tensors: &[TensorInfo], data_offset: u64, file_len: u64) -> Resu
                 return Err(GgufError::TensorOutOfFile {
                     tensor: t.name.clone(),
                     start: data_offset.saturating_add(t.offset),
-                    end: data_offset.saturating_add(t.offset).saturating_add(t.n_bytes),
+                    end: data_offset
+                        .saturating_add(t.offset)
+                        .saturating_add(t.n_bytes),
                     file_len,
                 });
             }
@@ -255,7 +276,12 @@ impl<'a> Reader<'a> {
         let offset = self.pos as u64;
         let n = self.u64(what)?;
         if n > limit {
-            return Err(GgufError::TooLarge { what: what.to_owned(), offset, value: n, limit });
+            return Err(GgufError::TooLarge {
+                what: what.to_owned(),
+                offset,
+                value: n,
+                limit,
+            });
         }
         let need = n.saturating_mul(min_size);
         if need > self.remaining() {
@@ -281,8 +307,10 @@ impl<'a> Reader<'a> {
             });
         }
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| GgufError::InvalidUtf8 { what: what.to_owned(), offset: offset + 8 })
+        String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::InvalidUtf8 {
+            what: what.to_owned(),
+            offset: offset + 8,
+        })
     }
 
     fn value(&mut self, key: &str, type_id: u32, depth: u32) -> Result<Value, GgufError> {
@@ -332,7 +360,13 @@ impl<'a> Reader<'a> {
             4..=6 => 4,
             8 | 10..=12 => 8,
             9 => 12,
-            _ => return Err(GgufError::UnknownValueType { key: key.to_owned(), offset, type_id: elem }),
+            _ => {
+                return Err(GgufError::UnknownValueType {
+                    key: key.to_owned(),
+                    offset,
+                    type_id: elem,
+                });
+            }
         };
         let what = format!("array length of '{key}'");
         let n = self.count(&what, self.limits.max_array_len, min_size)? as usize;
@@ -364,7 +398,11 @@ impl<'a> Reader<'a> {
             7 => Array::Bool((0..n).map(|_| self.bool(&what)).collect::<Result<_, _>>()?),
             8 => {
                 let item = format!("string in '{key}'");
-                Array::String((0..n).map(|_| self.string(&item)).collect::<Result<_, _>>()?)
+                Array::String(
+                    (0..n)
+                        .map(|_| self.string(&item))
+                        .collect::<Result<_, _>>()?,
+                )
             }
             _ => {
                 let mut items = Vec::with_capacity(n);
@@ -396,7 +434,9 @@ impl<'a> Reader<'a> {
         };
         let n_dims = self.u32("tensor dimension count")?;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(shape_err(format!("{n_dims} dimensions (must be 1 to {MAX_DIMS})")));
+            return Err(shape_err(format!(
+                "{n_dims} dimensions (must be 1 to {MAX_DIMS})"
+            )));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         let mut n_elements: u64 = 1;
@@ -411,7 +451,11 @@ impl<'a> Reader<'a> {
                 .ok_or_else(|| {
                     shape_err(format!(
                         "{} values overflow the limit of {}",
-                        dims.iter().chain([&d]).map(u64::to_string).collect::<Vec<_>>().join("x"),
+                        dims.iter()
+                            .chain([&d])
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join("x"),
                         self.limits.max_tensor_elements
                     ))
                 })?;
@@ -436,8 +480,19 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| shape_err(format!("{n_elements} values of {ty} overflow")))?;
         let offset = self.u64("tensor data offset")?;
         if offset % alignment != 0 {
-            return Err(GgufError::TensorMisaligned { tensor: name, data_offset: offset, alignment });
+            return Err(GgufError::TensorMisaligned {
+                tensor: name,
+                data_offset: offset,
+                alignment,
+            });
         }
-        Ok(TensorInfo { name, dims, ty, offset, n_bytes, info_offset })
+        Ok(TensorInfo {
+            name,
+            dims,
+            ty,
+            offset,
+            n_bytes,
+            info_offset,
+        })
     }
 }

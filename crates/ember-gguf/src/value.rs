@@ -97,7 +97,10 @@ impl Array {
             Array::U32(v) => v.iter().map(|&x| i64::from(x)).collect(),
             Array::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
             Array::I64(v) => v.clone(),
-            Array::U64(v) => v.iter().map(|&x| i64::try_from(x).ok()).collect::<Option<_>>()?,
+            Array::U64(v) => v
+                .iter()
+                .map(|&x| i64::try_from(x).ok())
+                .collect::<Option<_>>()?,
             _ => return None,
         })
     }
@@ -187,16 +190,26 @@ impl Metadata {
     }
 
     fn require(&self, key: &str) -> Result<&Value, MetadataError> {
-        self.get(key).ok_or_else(|| MetadataError::Missing { key: key.to_owned() })
+        self.get(key).ok_or_else(|| MetadataError::Missing {
+            key: key.to_owned(),
+        })
     }
 
     fn wrong(key: &str, expected: &'static str, v: &Value) -> MetadataError {
-        MetadataError::WrongType { key: key.to_owned(), expected, found: v.type_name() }
+        MetadataError::WrongType {
+            key: key.to_owned(),
+            expected,
+            found: v.type_name(),
+        }
     }
 
     fn wrong_array(key: &str, expected: &'static str, a: &Array) -> MetadataError {
         let found = format!("array<{}>[{}]", a.elem_type_name(), a.len());
-        MetadataError::WrongType { key: key.to_owned(), expected, found }
+        MetadataError::WrongType {
+            key: key.to_owned(),
+            expected,
+            found,
+        }
     }
 
     /// A string value.
@@ -273,14 +286,15 @@ impl Metadata {
     /// An array of any integer type, widened to i64.
     pub fn get_int_array(&self, key: &str) -> Result<Vec<i64>, MetadataError> {
         let a = self.get_array(key)?;
-        a.as_i64_vec().ok_or_else(|| Self::wrong_array(key, "array of integers", a))
+        a.as_i64_vec()
+            .ok_or_else(|| Self::wrong_array(key, "array of integers", a))
     }
 
     /// `Some(value)` when present, `None` when missing; a wrong type is still an error.
-    pub fn opt<T>(
-        &self,
+    pub fn opt<'a, T>(
+        &'a self,
         key: &str,
-        get: impl FnOnce(&Self, &str) -> Result<T, MetadataError>,
+        get: impl FnOnce(&'a Self, &str) -> Result<T, MetadataError>,
     ) -> Result<Option<T>, MetadataError> {
         match get(self, key) {
             Ok(v) => Ok(Some(v)),

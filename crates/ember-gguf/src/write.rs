@@ -17,7 +17,11 @@ pub struct GgufWriter {
 
 impl Default for GgufWriter {
     fn default() -> Self {
-        GgufWriter { version: 3, kv: Vec::new(), tensors: Vec::new() }
+        GgufWriter {
+            version: 3,
+            kv: Vec::new(),
+            tensors: Vec::new(),
+        }
     }
 }
 
@@ -41,7 +45,8 @@ impl GgufWriter {
 
     /// Adds a tensor with raw data (`data.len()` must match the type and dims for a valid file).
     pub fn tensor(mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Self {
-        self.tensors.push((name.to_owned(), dims.to_vec(), ty, data));
+        self.tensors
+            .push((name.to_owned(), dims.to_vec(), ty, data));
         self
     }
 

@@ -1,12 +1,17 @@
 //! Hand-built malformed GGUF files: each must fail with its own specific error, never a panic.
 #![allow(clippy::unwrap_used)]
 
-use ember_gguf::{Array, GgmlType, GgufError, GgufFile, GgufWriter, Limits, Value, parse, parse_with_limits};
+use ember_gguf::{
+    Array, GgmlType, GgufError, GgufFile, GgufWriter, Limits, Value, parse, parse_with_limits,
+};
 
 fn valid() -> GgufWriter {
     GgufWriter::new()
         .kv("general.architecture", Value::String("llama".into()))
-        .kv("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["a".into(), "b".into()])))
+        .kv(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(vec!["a".into(), "b".into()])),
+        )
         .tensor("a.weight", &[32, 2], GgmlType::Q8_0, vec![0; 68])
         .tensor("b.weight", &[4], GgmlType::F32, vec![0; 16])
 }
@@ -14,7 +19,11 @@ fn valid() -> GgufWriter {
 /// Offset of the first tensor-table entry in `valid()`'s bytes.
 fn tensor_table_offset(bytes: &[u8]) -> usize {
     let needle = b"a.weight";
-    bytes.windows(needle.len()).position(|w| w == needle).unwrap() - 8
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+        - 8
 }
 
 #[test]
@@ -37,7 +46,10 @@ fn wrong_magic() {
     let mut b = valid().to_bytes();
     b[..4].copy_from_slice(b"GGML");
     assert!(matches!(parse(&b), Err(GgufError::BadMagic { .. })));
-    assert!(matches!(parse(b"PK\x03\x04"), Err(GgufError::BadMagic { .. })));
+    assert!(matches!(
+        parse(b"PK\x03\x04"),
+        Err(GgufError::BadMagic { .. })
+    ));
 }
 
 #[test]
@@ -45,7 +57,9 @@ fn truncated_header() {
     let b = valid().to_bytes();
     for cut in [0, 3, 4, 7, 12, 20, 30, 60] {
         match parse(&b[..cut]) {
-            Err(GgufError::Truncated { offset, file_len, .. }) => {
+            Err(GgufError::Truncated {
+                offset, file_len, ..
+            }) => {
                 assert_eq!(file_len, cut as u64);
                 assert!(offset <= cut as u64);
             }
@@ -56,7 +70,12 @@ fn truncated_header() {
     // Every prefix that cuts into the header or tensor data fails cleanly; only the trailing
     // padding after the last tensor may go.
     let h = parse(&b).unwrap();
-    let end = h.tensors.iter().map(|t| h.data_offset + t.offset() + t.n_bytes()).max().unwrap();
+    let end = h
+        .tensors
+        .iter()
+        .map(|t| h.data_offset + t.offset() + t.n_bytes())
+        .max()
+        .unwrap();
     for cut in 0..b.len() {
         assert_eq!(parse(&b[..cut]).is_ok(), cut as u64 >= end, "prefix {cut}");
     }
@@ -66,7 +85,10 @@ fn truncated_header() {
 fn unsupported_versions() {
     let mut b = valid().to_bytes();
     b[4..8].copy_from_slice(&1u32.to_le_bytes());
-    assert!(matches!(parse(&b), Err(GgufError::UnsupportedVersion { version: 1 })));
+    assert!(matches!(
+        parse(&b),
+        Err(GgufError::UnsupportedVersion { version: 1 })
+    ));
     b[4..8].copy_from_slice(&3u32.to_be_bytes());
     assert!(matches!(parse(&b), Err(GgufError::BigEndian { .. })));
 }
@@ -75,12 +97,20 @@ fn unsupported_versions() {
 fn huge_counts() {
     let mut b = valid().to_bytes();
     b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-    assert!(matches!(parse(&b), Err(GgufError::TooLarge { offset: 8, .. })));
+    assert!(matches!(
+        parse(&b),
+        Err(GgufError::TooLarge { offset: 8, .. })
+    ));
     let mut b = valid().to_bytes();
     b[16..24].copy_from_slice(&50_000u64.to_le_bytes());
-    assert!(matches!(parse(&b), Err(GgufError::Truncated { offset: 16, .. })));
+    assert!(matches!(
+        parse(&b),
+        Err(GgufError::Truncated { offset: 16, .. })
+    ));
     // An array claiming more elements than the file could hold is refused before allocating.
-    let b = GgufWriter::new().kv("x", Value::Array(Array::U32(vec![1, 2]))).to_bytes();
+    let b = GgufWriter::new()
+        .kv("x", Value::Array(Array::U32(vec![1, 2])))
+        .to_bytes();
     let mut b2 = b.clone();
     let len_at = b.len() - 8 - 8;
     b2[len_at..len_at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
@@ -91,7 +121,9 @@ fn huge_counts() {
 
 #[test]
 fn huge_string() {
-    let b = GgufWriter::new().kv("k", Value::String("abc".into())).to_bytes();
+    let b = GgufWriter::new()
+        .kv("k", Value::String("abc".into()))
+        .to_bytes();
     let mut b2 = b.clone();
     let at = b.len() - 3 - 8;
     b2[at..at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
@@ -99,15 +131,24 @@ fn huge_string() {
         Err(GgufError::TooLarge { offset, .. }) => assert_eq!(offset, at as u64),
         other => panic!("{other:?}"),
     }
-    let limits = Limits { max_string_len: 2, ..Limits::default() };
-    assert!(matches!(parse_with_limits(&b, &limits), Err(GgufError::TooLarge { .. })));
+    let limits = Limits {
+        max_string_len: 2,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        parse_with_limits(&b, &limits),
+        Err(GgufError::TooLarge { .. })
+    ));
 }
 
 #[test]
 fn invalid_utf8_key() {
     let mut b = GgufWriter::new().kv("kk", Value::U8(1)).to_bytes();
     b[32] = 0xff;
-    assert!(matches!(parse(&b), Err(GgufError::InvalidUtf8 { offset: 32, .. })));
+    assert!(matches!(
+        parse(&b),
+        Err(GgufError::InvalidUtf8 { offset: 32, .. })
+    ));
 }
 
 #[test]
@@ -116,7 +157,11 @@ fn unknown_value_type() {
     let at = b.len() - 1 - 4;
     b[at..at + 4].copy_from_slice(&13u32.to_le_bytes());
     match parse(&b) {
-        Err(GgufError::UnknownValueType { key, type_id: 13, offset }) => {
+        Err(GgufError::UnknownValueType {
+            key,
+            type_id: 13,
+            offset,
+        }) => {
             assert_eq!((key.as_str(), offset), ("k", at as u64));
         }
         other => panic!("{other:?}"),
@@ -132,13 +177,21 @@ fn deep_nesting() {
     let b = GgufWriter::new().kv("deep", Value::Array(a)).to_bytes();
     assert!(matches!(parse(&b), Err(GgufError::NestingTooDeep { .. })));
     let nested = Array::Array(vec![Array::String(vec!["x".into()]), Array::String(vec![])]);
-    let b = GgufWriter::new().kv("ok", Value::Array(nested.clone())).to_bytes();
-    assert_eq!(parse(&b).unwrap().metadata.get("ok"), Some(&Value::Array(nested)));
+    let b = GgufWriter::new()
+        .kv("ok", Value::Array(nested.clone()))
+        .to_bytes();
+    assert_eq!(
+        parse(&b).unwrap().metadata.get("ok"),
+        Some(&Value::Array(nested))
+    );
 }
 
 #[test]
 fn duplicate_key_and_tensor() {
-    let b = GgufWriter::new().kv("a", Value::U8(1)).kv("a", Value::U8(2)).to_bytes();
+    let b = GgufWriter::new()
+        .kv("a", Value::U8(1))
+        .kv("a", Value::U8(2))
+        .to_bytes();
     assert!(matches!(parse(&b), Err(GgufError::DuplicateKey { .. })));
     let b = GgufWriter::new()
         .tensor("t", &[4], GgmlType::F32, vec![0; 16])
@@ -154,7 +207,11 @@ fn unknown_tensor_type() {
     let type_at = t + 8 + 8 + 4 + 16;
     b[type_at..type_at + 4].copy_from_slice(&4u32.to_le_bytes()); // removed Q4_2
     match parse(&b) {
-        Err(GgufError::UnknownTensorType { tensor, type_id: 4, offset }) => {
+        Err(GgufError::UnknownTensorType {
+            tensor,
+            type_id: 4,
+            offset,
+        }) => {
             assert_eq!((tensor.as_str(), offset), ("a.weight", t as u64));
         }
         other => panic!("{other:?}"),
@@ -167,10 +224,22 @@ fn bad_shapes() {
         let b = GgufWriter::new().tensor("t", dims, ty, vec![]).to_bytes();
         parse(&b)
     };
-    assert!(matches!(shape(&[], GgmlType::F32), Err(GgufError::BadTensorShape { .. })));
-    assert!(matches!(shape(&[1, 1, 1, 1, 1], GgmlType::F32), Err(GgufError::BadTensorShape { .. })));
-    assert!(matches!(shape(&[4, 0], GgmlType::F32), Err(GgufError::BadTensorShape { .. })));
-    assert!(matches!(shape(&[33], GgmlType::Q4_0), Err(GgufError::BadTensorShape { .. })));
+    assert!(matches!(
+        shape(&[], GgmlType::F32),
+        Err(GgufError::BadTensorShape { .. })
+    ));
+    assert!(matches!(
+        shape(&[1, 1, 1, 1, 1], GgmlType::F32),
+        Err(GgufError::BadTensorShape { .. })
+    ));
+    assert!(matches!(
+        shape(&[4, 0], GgmlType::F32),
+        Err(GgufError::BadTensorShape { .. })
+    ));
+    assert!(matches!(
+        shape(&[33], GgmlType::Q4_0),
+        Err(GgufError::BadTensorShape { .. })
+    ));
     let e = shape(&[1 << 32, 1 << 32, 1 << 32], GgmlType::F32).unwrap_err();
     assert!(matches!(e, GgufError::BadTensorShape { .. }), "{e}");
     assert!(e.to_string().contains("overflow"), "{e}");
@@ -189,7 +258,10 @@ fn bad_offsets() {
     assert!(matches!(parse(&b), Err(GgufError::TensorOutOfFile { .. })));
     // Misaligned offset.
     b[off_at..off_at + 8].copy_from_slice(&3u64.to_le_bytes());
-    assert!(matches!(parse(&b), Err(GgufError::TensorMisaligned { data_offset: 3, .. })));
+    assert!(matches!(
+        parse(&b),
+        Err(GgufError::TensorMisaligned { data_offset: 3, .. })
+    ));
     // Two tensors sharing bytes.
     let b = GgufWriter::new()
         .tensor("a", &[64], GgmlType::F32, vec![0; 256])
@@ -200,19 +272,27 @@ fn bad_offsets() {
     let off_at = t + 8 + 1 + 4 + 8 + 4;
     b2[off_at..off_at + 8].copy_from_slice(&32u64.to_le_bytes());
     match parse(&b2) {
-        Err(GgufError::TensorOverlap { first, second, .. }) => assert_eq!((first.as_str(), second.as_str()), ("a", "b")),
+        Err(GgufError::TensorOverlap { first, second, .. }) => {
+            assert_eq!((first.as_str(), second.as_str()), ("a", "b"))
+        }
         other => panic!("{other:?}"),
     }
     // Truncated tensor data.
     let b = valid().to_bytes();
-    assert!(matches!(parse(&b[..b.len() - 40]), Err(GgufError::TensorOutOfFile { .. })));
+    assert!(matches!(
+        parse(&b[..b.len() - 40]),
+        Err(GgufError::TensorOutOfFile { .. })
+    ));
 }
 
 #[test]
 fn bad_alignment() {
     for a in [0u32, 3, 48] {
         let b = valid().kv("general.alignment", Value::U32(a)).to_bytes();
-        assert!(matches!(parse(&b), Err(GgufError::BadAlignment { .. })), "alignment {a}");
+        assert!(
+            matches!(parse(&b), Err(GgufError::BadAlignment { .. })),
+            "alignment {a}"
+        );
     }
     let b = valid().kv("general.alignment", Value::U32(64)).to_bytes();
     let h = parse(&b).unwrap();
@@ -245,7 +325,27 @@ fn metadata_lookups() {
     assert_eq!(m.get_u32("u").unwrap(), 7);
     assert_eq!(m.get_f32("f").unwrap(), 0.5);
     assert!(m.get_u32("neg").is_err());
-    assert!(m.get_u32("s").unwrap_err().to_string().contains("holds string"));
-    assert_eq!(m.opt("missing", ember_gguf::Metadata::get_u32).unwrap(), None);
+    assert!(
+        m.get_u32("s")
+            .unwrap_err()
+            .to_string()
+            .contains("holds string")
+    );
+    assert_eq!(
+        m.opt("missing", ember_gguf::Metadata::get_u32).unwrap(),
+        None
+    );
     assert!(m.opt("s", ember_gguf::Metadata::get_u32).is_err());
+}
+
+#[test]
+fn fuzz_seeds_are_valid_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/gguf_parse");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        let f = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1 + f.tensors().len();
+    }
+    assert!(n >= 5);
 }

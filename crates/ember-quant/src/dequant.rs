@@ -7,7 +7,7 @@
 
 use crate::blocks::{
     Block, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
-    BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, as_blocks, bf16_le, f16_le,
+    BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, QK_K, as_blocks, bf16_le, f16_le,
 };
 use crate::dequant_k::{
     dequantize_block_q2_k, dequantize_block_q3_k, dequantize_block_q4_k, dequantize_block_q5_k,
@@ -43,12 +43,12 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         GgmlType::Q5_0 => rows::<BlockQ5_0, QK>(src, dst, dequantize_block_q5_0),
         GgmlType::Q5_1 => rows::<BlockQ5_1, QK>(src, dst, dequantize_block_q5_1),
         GgmlType::Q8_0 => rows::<BlockQ8_0, QK>(src, dst, dequantize_block_q8_0),
-        GgmlType::Q2_K => rows::<BlockQ2K, 256>(src, dst, dequantize_block_q2_k),
-        GgmlType::Q3_K => rows::<BlockQ3K, 256>(src, dst, dequantize_block_q3_k),
-        GgmlType::Q4_K => rows::<BlockQ4K, 256>(src, dst, dequantize_block_q4_k),
-        GgmlType::Q5_K => rows::<BlockQ5K, 256>(src, dst, dequantize_block_q5_k),
-        GgmlType::Q6_K => rows::<BlockQ6K, 256>(src, dst, dequantize_block_q6_k),
-        GgmlType::Q8_K => rows::<BlockQ8K, 256>(src, dst, dequantize_block_q8_k),
+        GgmlType::Q2_K => rows::<BlockQ2K, QK_K>(src, dst, dequantize_block_q2_k),
+        GgmlType::Q3_K => rows::<BlockQ3K, QK_K>(src, dst, dequantize_block_q3_k),
+        GgmlType::Q4_K => rows::<BlockQ4K, QK_K>(src, dst, dequantize_block_q4_k),
+        GgmlType::Q5_K => rows::<BlockQ5K, QK_K>(src, dst, dequantize_block_q5_k),
+        GgmlType::Q6_K => rows::<BlockQ6K, QK_K>(src, dst, dequantize_block_q6_k),
+        GgmlType::Q8_K => rows::<BlockQ8K, QK_K>(src, dst, dequantize_block_q8_k),
         // `check_sizes` has already rejected everything else; this arm keeps the match total.
         other => return Err(QuantError::unsupported(other)),
     }
@@ -103,7 +103,7 @@ pub fn check_sizes(ty: GgmlType, src_len: usize, values: usize) -> Result<(), Qu
 /// Runs a per-block dequantizer over a row. Sizes were validated by the caller; should they not
 /// match anyway, the shorter side bounds the loop (no panic).
 fn rows<B: Block, const N: usize>(src: &[u8], dst: &mut [f32], f: fn(&B, &mut [f32; N])) {
-    debug_assert_eq!(B::VALUES, N);
+    const { assert!(B::VALUES == N, "block type and output array disagree") };
     let blocks = as_blocks::<B>(src).unwrap_or_default();
     for (block, out) in blocks.iter().zip(dst.as_chunks_mut::<N>().0) {
         f(block, out);

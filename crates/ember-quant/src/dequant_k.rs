@@ -2,7 +2,7 @@
 //!
 //! Follows `dequantize_row_q2_K` ... `dequantize_row_q8_K` and `get_scale_min_k4` in
 //! `ggml/src/ggml-quants.c`, operation for operation (same products in the same order), so results
-//! match ggml's bit for bit. Row-level entry points are in [`crate::dequant`].
+//! match ggml's bit for bit. Row-level entry points: [`crate::dequantize`].
 
 use crate::blocks::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, K_SCALE_SIZE, QK_K, f16_le,
@@ -42,23 +42,32 @@ pub fn unpack_q3_k_scales(packed: &[u8; 12]) -> [u8; 16] {
     out
 }
 
+/// The 2-bit fields of `qs` in output order, as Q2_K and Q3_K lay them out: for each 32-byte half
+/// of `qs` (128 values), shifts 0, 2, 4, 6, each over bytes 0..16 then 16..32. Yields
+/// `(half_index, bytes, shift)` for the sixteen groups of 16 values.
+fn two_bit_groups(qs: &[u8; QK_K / 4]) -> impl Iterator<Item = (usize, &[u8], u8)> {
+    qs.chunks_exact(32).flat_map(|q| {
+        [0u8, 2, 4, 6].into_iter().flat_map(move |shift| {
+            q.chunks_exact(16)
+                .enumerate()
+                .map(move |(h, bytes)| (h, bytes, shift))
+        })
+    })
+}
+
 /// `dequantize_row_q2_K` for one block: `y = d * sc * q - dmin * m` per group of 16.
 pub fn dequantize_block_q2_k(b: &BlockQ2K, y: &mut [f32; QK_K]) {
     let d = f16_le(b.d);
     let min = f16_le(b.dmin);
-    let mut out = y.iter_mut();
-    let mut is = 0;
-    for q in b.qs.chunks_exact(32) {
-        for shift in [0, 2, 4, 6] {
-            for half in q.chunks_exact(16) {
-                let sc = b.scales[is];
-                is += 1;
-                let dl = d * f32::from(sc & 0x0f);
-                let ml = min * f32::from(sc >> 4);
-                for (o, &ql) in out.by_ref().zip(half) {
-                    *o = dl * f32::from((ql >> shift) & 3) - ml;
-                }
-            }
+    let groups = y
+        .chunks_exact_mut(16)
+        .zip(&b.scales)
+        .zip(two_bit_groups(&b.qs));
+    for ((out, &sc), (_, q, shift)) in groups {
+        let dl = d * f32::from(sc & 0x0f);
+        let ml = min * f32::from(sc >> 4);
+        for (o, &ql) in out.iter_mut().zip(q) {
+            *o = dl * f32::from((ql >> shift) & 3) - ml;
         }
     }
 }
@@ -67,21 +76,20 @@ pub fn dequantize_block_q2_k(b: &BlockQ2K, y: &mut [f32; QK_K]) {
 pub fn dequantize_block_q3_k(b: &BlockQ3K, y: &mut [f32; QK_K]) {
     let d_all = f16_le(b.d);
     let scales = unpack_q3_k_scales(&b.scales);
-    let mut out = y.iter_mut();
-    let mut is = 0;
-    let mut m: u8 = 1;
-    for q in b.qs.chunks_exact(32) {
-        for shift in [0, 2, 4, 6] {
-            for (half, hm) in q.chunks_exact(16).zip(b.hmask.chunks_exact(16)) {
-                let dl = d_all * f32::from(scales[is] as i8 - 32);
-                is += 1;
-                for (o, (&ql, &h)) in out.by_ref().zip(half.iter().zip(hm)) {
-                    let low = ((ql >> shift) & 3) as i8;
-                    let v = low - if h & m != 0 { 0 } else { 4 };
-                    *o = dl * f32::from(v);
-                }
-            }
-            m = m.wrapping_shl(1);
+    let groups = y
+        .chunks_exact_mut(16)
+        .zip(scales)
+        .zip(two_bit_groups(&b.qs));
+    for (g, ((out, sc), (h, q, shift))) in groups.enumerate() {
+        // The high-bit mask moves up one bit every two groups and, unlike `qs`, restarts its bytes
+        // for every 16 values: bytes 0..16 for the first group of a pair, 16..32 for the second.
+        let m = 1u8 << ((g / 2) % 8);
+        let hm = &b.hmask[16 * h..16 * h + 16];
+        let dl = d_all * f32::from(sc as i8 - 32);
+        for (o, (&ql, &hb)) in out.iter_mut().zip(q.iter().zip(hm)) {
+            let low = ((ql >> shift) & 3) as i8;
+            let v = low - if hb & m != 0 { 0 } else { 4 };
+            *o = dl * f32::from(v);
         }
     }
 }
@@ -90,17 +98,19 @@ pub fn dequantize_block_q3_k(b: &BlockQ3K, y: &mut [f32; QK_K]) {
 pub fn dequantize_block_q4_k(b: &BlockQ4K, y: &mut [f32; QK_K]) {
     let d = f16_le(b.d);
     let min = f16_le(b.dmin);
-    let mut out = y.iter_mut();
-    for (i, q) in b.qs.chunks_exact(32).enumerate() {
+    for (i, (out, q)) in y
+        .chunks_exact_mut(64)
+        .zip(b.qs.chunks_exact(32))
+        .enumerate()
+    {
         let (sc, m) = get_scale_min_k4(2 * i, &b.scales);
         let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
         let (sc, m) = get_scale_min_k4(2 * i + 1, &b.scales);
         let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
-        for (o, &ql) in out.by_ref().zip(q) {
-            *o = d1 * f32::from(ql & 0x0f) - m1;
-        }
-        for (o, &ql) in out.by_ref().zip(q) {
-            *o = d2 * f32::from(ql >> 4) - m2;
+        let (lo, hi) = out.split_at_mut(32);
+        for ((o1, o2), &ql) in lo.iter_mut().zip(hi.iter_mut()).zip(q) {
+            *o1 = d1 * f32::from(ql & 0x0f) - m1;
+            *o2 = d2 * f32::from(ql >> 4) - m2;
         }
     }
 }
@@ -109,24 +119,24 @@ pub fn dequantize_block_q4_k(b: &BlockQ4K, y: &mut [f32; QK_K]) {
 pub fn dequantize_block_q5_k(b: &BlockQ5K, y: &mut [f32; QK_K]) {
     let d = f16_le(b.d);
     let min = f16_le(b.dmin);
-    let mut out = y.iter_mut();
-    let mut u1: u8 = 1;
-    let mut u2: u8 = 2;
-    for (i, ql) in b.qs.chunks_exact(32).enumerate() {
+    for (i, (out, ql)) in y
+        .chunks_exact_mut(64)
+        .zip(b.qs.chunks_exact(32))
+        .enumerate()
+    {
         let (sc, m) = get_scale_min_k4(2 * i, &b.scales);
         let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
         let (sc, m) = get_scale_min_k4(2 * i + 1, &b.scales);
         let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
-        for (o, (&l, &h)) in out.by_ref().zip(ql.iter().zip(&b.qh)) {
-            let q = (l & 0x0f) + if h & u1 != 0 { 16 } else { 0 };
-            *o = d1 * f32::from(q) - m1;
+        let u1 = 1u8 << (2 * i);
+        let u2 = 2u8 << (2 * i);
+        let (lo, hi) = out.split_at_mut(32);
+        for ((o1, o2), (&l, &h)) in lo.iter_mut().zip(hi.iter_mut()).zip(ql.iter().zip(&b.qh)) {
+            let q1 = (l & 0x0f) + if h & u1 != 0 { 16 } else { 0 };
+            let q2 = (l >> 4) + if h & u2 != 0 { 16 } else { 0 };
+            *o1 = d1 * f32::from(q1) - m1;
+            *o2 = d2 * f32::from(q2) - m2;
         }
-        for (o, (&l, &h)) in out.by_ref().zip(ql.iter().zip(&b.qh)) {
-            let q = (l >> 4) + if h & u2 != 0 { 16 } else { 0 };
-            *o = d2 * f32::from(q) - m2;
-        }
-        u1 = u1.wrapping_shl(2);
-        u2 = u2.wrapping_shl(2);
     }
 }
 
@@ -287,13 +297,8 @@ mod tests {
 
     #[test]
     fn q5_k_block() {
-        let mut p = [0u8; 12];
-        for j in 0..4 {
-            p[j] = 1;
-        }
-        for j in 8..12 {
-            p[j] = 0x01; // scales 4..8 = 1, mins 0
-        }
+        // Scales 0..4 = 1 (bytes 0..4), scales 4..8 = 1 (low nibbles of bytes 8..12), mins all 0.
+        let p = [1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1];
         let mut qh = [0u8; 32];
         // Bit 1 (u2 of the first 64): value 32 + 3; bit 2 (u1 of the second 64): value 64 + 3.
         qh[3] = 0b0000_0110;

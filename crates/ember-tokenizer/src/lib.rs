@@ -2,3 +2,4 @@
 //! detokenizer, and chat-template rendering.
 
 pub mod template;
+pub use template::{ChatTemplate, RenderRequest, TemplateError};

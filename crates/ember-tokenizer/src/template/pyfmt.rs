@@ -45,7 +45,12 @@ pub(crate) fn float_repr(f: f64) -> String {
             out.push('.');
             out.push_str(rest);
         }
-        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.unsigned_abs());
+        let _ = write!(
+            out,
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.unsigned_abs()
+        );
     } else if decpt <= 0 {
         out.push_str("0.");
         out.extend(std::iter::repeat_n('0', decpt.unsigned_abs() as usize));
@@ -94,7 +99,11 @@ fn py_printable(c: char) -> bool {
 }
 
 fn write_str_repr(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -165,7 +174,7 @@ fn write_repr(out: &mut String, v: &Value, depth: usize) -> Result<(), Error> {
 }
 
 /// Options of Python's `json.dumps` that HF's `tojson` filter exposes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct JsonOptions {
     pub ensure_ascii: bool,
     /// `None`: single line; `Some(unit)`: one item per line, nested levels indented by `unit`.
@@ -173,18 +182,6 @@ pub(crate) struct JsonOptions {
     pub item_separator: String,
     pub key_separator: String,
     pub sort_keys: bool,
-}
-
-impl Default for JsonOptions {
-    fn default() -> Self {
-        Self {
-            ensure_ascii: false,
-            indent: None,
-            item_separator: ", ".to_owned(),
-            key_separator: ": ".to_owned(),
-            sort_keys: false,
-        }
-    }
 }
 
 /// Python `json.dumps(value, ensure_ascii=..., indent=..., separators=..., sort_keys=...)`.
@@ -344,10 +341,10 @@ mod tests {
 
     #[test]
     fn repr_matches_python() {
-        let v = Value::from_serialize(serde_json::json!({
+        let v = Value::from(minijinja::value::Serde(serde_json::json!({
             "a": [1, 2.5, null, true, "it's"],
             "b": "x\n\"y\"",
-        }));
+        })));
         assert_eq!(
             py_str(&v).ok().as_deref(),
             Some(r#"{'a': [1, 2.5, None, True, "it's"], 'b': 'x\n"y"'}"#)

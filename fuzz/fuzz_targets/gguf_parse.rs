@@ -1,0 +1,17 @@
+//! Fuzz target: the GGUF parser must return Ok or Err on any bytes, never panic, and every tensor
+//! view of a file it accepts must lie inside the input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(file) = ember_gguf::GgufFile::from_bytes(data.to_vec()) {
+        for t in file.tensors() {
+            let bytes = file.tensor_data(t).expect("accepted tensor must be inside the file");
+            assert_eq!(bytes.len() as u64, t.n_bytes());
+        }
+        for (_, v) in file.metadata().iter() {
+            let _ = v.type_name();
+        }
+    }
+});
