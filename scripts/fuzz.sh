@@ -12,7 +12,13 @@ for target in $(cargo "${tc[@]}" fuzz list); do
   seeds=()
   [ -d "seeds/$target" ] && seeds=("seeds/$target")
   echo "fuzz: $target for ${secs}s"
-  cargo "${tc[@]}" fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
-    -max_total_time="$secs" -max_len=65536 -print_final_stats=1 2>&1 | tail -n 12
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz: $target FAILED (artifact in fuzz/artifacts/$target)"; exit 1; }
+  log="$(mktemp)"
+  if ! cargo "${tc[@]}" fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
+      -max_total_time="$secs" -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 60 "$log"
+    echo "fuzz: $target FAILED (crash input, if any, in fuzz/artifacts/$target)"
+    exit 1
+  fi
+  tail -n 12 "$log"
+  rm -f "$log"
 done

@@ -143,6 +143,10 @@ impl fmt::Debug for ChatTemplate {
     }
 }
 
+/// Instructions one render may execute. Real chat templates use a few thousand per message; this
+/// leaves room for conversations of thousands of turns.
+const RENDER_FUEL: u64 = 50_000_000;
+
 impl ChatTemplate {
     /// Compiles a template source (a GGUF `tokenizer.chat_template` or the contents of a template file).
     pub fn new(source: &str) -> Result<Self, TemplateError> {
@@ -158,6 +162,9 @@ impl ChatTemplate {
             })?;
         env.set_syntax(syntax);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        // A template is outside input (GGUF files, --template-file): cap the work one render may do,
+        // so a hostile `{% for %}` nest ends in an error instead of hanging the engine thread.
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_formatter(python_formatter);
         env.set_unknown_method_callback(pyext::unknown_method);

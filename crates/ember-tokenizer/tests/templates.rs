@@ -236,3 +236,13 @@ fn tojson_keeps_key_order() {
         );
     }
 }
+
+#[test]
+fn runaway_template_is_stopped() {
+    let t = ember_tokenizer::ChatTemplate::new(
+        "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}x{% endfor %}{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    let err = t.render(&ember_tokenizer::RenderRequest::new(vec![])).unwrap_err();
+    assert!(err.to_string().contains("fuel"), "{err}");
+}
