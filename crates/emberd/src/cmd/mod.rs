@@ -1,0 +1,4 @@
+//! The subcommands.
+
+pub mod info;
+pub mod text;

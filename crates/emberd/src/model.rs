@@ -1,0 +1,51 @@
+//! Opening a model file for the CLI: the GGUF, its tokenizer and its chat template, with errors
+//! that name the file.
+
+use anyhow::{Context, Result};
+use ember_gguf::GgufFile;
+use ember_tokenizer::Tokenizer;
+use ember_tokenizer::template::ChatTemplate;
+use std::path::Path;
+
+/// Opens and validates a GGUF file.
+pub fn open(path: &Path) -> Result<GgufFile> {
+    GgufFile::open(path).with_context(|| format!("{}", path.display()))
+}
+
+/// The tokenizer of an open model.
+pub fn tokenizer(file: &GgufFile) -> Result<Tokenizer> {
+    Tokenizer::from_gguf(file.metadata())
+        .with_context(|| format!("tokenizer of {}", describe(file)))
+}
+
+/// The chat template to use: `--template-file` when given (as llama.cpp's `--chat-template-file`),
+/// else the model's `tokenizer.chat_template`.
+pub fn chat_template(
+    file: Option<&GgufFile>,
+    template_file: Option<&Path>,
+) -> Result<ChatTemplate> {
+    let (source, origin) = match (template_file, file) {
+        (Some(p), _) => (
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read template {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        (None, Some(f)) => {
+            let s = f
+                .metadata()
+                .opt("tokenizer.chat_template", ember_gguf::Metadata::get_str)
+                .with_context(|| describe(f))?
+                .with_context(|| {
+                    format!("{} has no chat template; pass --template-file", describe(f))
+                })?;
+            (s.to_owned(), describe(f))
+        }
+        (None, None) => anyhow::bail!("give --model or --template-file"),
+    };
+    ChatTemplate::new(&source).with_context(|| format!("chat template of {origin}"))
+}
+
+fn describe(file: &GgufFile) -> String {
+    file.path()
+        .map_or_else(|| "model".to_owned(), |p| p.display().to_string())
+}
