@@ -8,17 +8,13 @@ use crate::parse::{GgufHeader, Limits, TensorInfo, parse_with_limits};
 use crate::value::Metadata;
 use std::path::{Path, PathBuf};
 
-enum Source {
-    Mmap(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
+/// The file's bytes: a read-only map (or an owned buffer) behind a reference-counted handle, so
+/// tensor views can be handed to other owners (Burn tensors) without copying or lifetimes.
+struct Source(bytes::Bytes);
 
 impl Source {
     fn bytes(&self) -> &[u8] {
-        match self {
-            Source::Mmap(m) => m,
-            Source::Owned(v) => v,
-        }
+        &self.0
     }
 }
 
@@ -60,12 +56,14 @@ impl GgufFile {
             return Err(io(std::io::Error::other("not a regular file")));
         }
         let source = if meta.len() == 0 {
-            Source::Owned(Vec::new())
+            Source(bytes::Bytes::new())
         } else {
             // SAFETY: the map is read-only and private to this process. Like every mmap-based model
             // loader (llama.cpp included), we rely on the file not being truncated or rewritten while
             // it is open; replacing it (new inode, as downloads and `cp` to a temp name do) is safe.
-            Source::Mmap(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
+            Source(bytes::Bytes::from_owner(
+                unsafe { memmap2::Mmap::map(&file) }.map_err(io)?,
+            ))
         };
         let header = parse_with_limits(source.bytes(), limits)?;
         Ok(GgufFile {
@@ -80,7 +78,7 @@ impl GgufFile {
         let header = parse_with_limits(&bytes, &Limits::default())?;
         Ok(GgufFile {
             path: None,
-            source: Source::Owned(bytes),
+            source: Source(bytes.into()),
             header,
         })
     }
@@ -133,6 +131,14 @@ impl GgufFile {
         self.source
             .bytes()
             .get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+    }
+
+    /// The bytes of a tensor as a reference-counted handle on the same memory (zero-copy; keeps
+    /// the map alive as long as the handle lives).
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> Option<bytes::Bytes> {
+        let start = usize::try_from(self.header.data_offset.checked_add(info.offset())?).ok()?;
+        let end = start.checked_add(usize::try_from(info.n_bytes()).ok()?)?;
+        (end <= self.source.0.len()).then(|| self.source.0.slice(start..end))
     }
 
     /// `general.architecture`, e.g. `llama`, `qwen2`, `deepseek2`.

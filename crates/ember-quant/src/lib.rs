@@ -8,6 +8,7 @@ pub mod blocks;
 mod dequant;
 pub mod dequant_k;
 mod error;
+pub mod kernels;
 mod types;
 
 pub use blocks::{
@@ -24,4 +25,5 @@ pub use dequant_k::{
     dequantize_block_q6_k, dequantize_block_q8_k,
 };
 pub use error::QuantError;
+pub use kernels::{QuantizedActivations, matmul_rows, quantize_activation, vec_dot, vec_dot_type};
 pub use types::{ALL_TYPES, GgmlType};

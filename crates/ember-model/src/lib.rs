@@ -1,0 +1,13 @@
+//! ember-model: Llama-family decoders as Burn modules over quantized GGUF weights.
+//!
+//! Weights are read-only and shareable; per-sequence state (KV cache, position) is separate and
+//! passed in. `config.rs` reads hyperparameters once, `layers.rs` holds the shared layers, and each
+//! file under `arch/` only wires them.
+
+mod config;
+mod error;
+mod qlinear;
+
+pub use config::{Arch, ModelConfig, RopeConfig, RopeKind};
+pub use error::ModelError;
+pub use qlinear::{QLinear, QuantOps, load_f32};

@@ -1,0 +1,179 @@
+//! Quantized linear layers: GGUF weight blocks kept as they are in the file (zero-copy from the
+//! mmap, as a Burn `U8` tensor) and multiplied through ember-quant's block kernels, exposed to Burn
+//! as a backend-extension op (`QuantOps`). The kernels follow llama.cpp's CPU path: each activation
+//! row is quantized once to the weight type's vec-dot type (Q8_0 / Q8_1 / Q8_K / F16) and dotted
+//! with integer sums, so the numerics track llama.cpp's, not a dequantize-to-f32 model's.
+//! A faster kernel drops in behind `ember_quant::matmul_rows` without touching model code.
+
+use crate::error::ModelError;
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{
+    AllocationProperty, Bytes, DType, Device, Int, Shape, Tensor, TensorCreationOptions, TensorData,
+};
+use ember_gguf::{GgufFile, TensorInfo};
+use ember_quant::{GgmlType, QuantizedActivations, matmul_rows};
+use rayon::prelude::*;
+
+/// Burn backend extension: `x [m, k] · Wᵀ` for a weight of `n` rows of `k` values of type `ty`,
+/// stored as raw GGUF bytes.
+#[backend_extension(Flex)]
+pub trait QuantOps: Backend {
+    fn q_matmul(
+        x: FloatTensor<Self>,
+        w: IntTensor<Self>,
+        ty: GgmlType,
+        n: usize,
+        k: usize,
+    ) -> FloatTensor<Self>;
+}
+
+impl QuantOps for Flex {
+    fn q_matmul(x: FlexTensor, w: FlexTensor, ty: GgmlType, n: usize, k: usize) -> FlexTensor {
+        let x = if x.as_slice::<f32>().is_some() {
+            x
+        } else {
+            x.to_contiguous()
+        };
+        let xs = x.as_slice::<f32>().unwrap_or(&[]);
+        let wb = w.as_slice::<u8>().unwrap_or(&[]);
+        let m = xs.len().checked_div(k).unwrap_or(0);
+        let out = q_matmul_slices(ty, wb, n, k, xs, m);
+        FlexTensor::new(
+            Bytes::from_elems(out),
+            Layout::contiguous(Shape::new([m, n])),
+            DType::F32,
+        )
+    }
+}
+
+/// Rows of the weight per parallel task: small enough to spread over the cores, large enough that
+/// scheduling costs nothing next to the dot products.
+const ROWS_PER_TASK: usize = 32;
+
+/// The kernel on plain slices. Shapes were validated when the layer was built, so a size error here
+/// is an ember bug; it is logged and yields zeros rather than taking the process down.
+fn q_matmul_slices(ty: GgmlType, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    let xq = match QuantizedActivations::new(ty, x, m, k) {
+        Ok(xq) => xq,
+        Err(e) => {
+            tracing_error(&e);
+            return out;
+        }
+    };
+    let chunks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .map(|c| {
+            let rows = c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(n);
+            let mut part = vec![0f32; m * rows.len()];
+            if let Err(e) = matmul_rows(ty, w, k, &xq, rows.clone(), &mut part) {
+                tracing_error(&e);
+            }
+            (rows.start, part)
+        })
+        .collect();
+    for (start, part) in chunks {
+        let len = part.len() / m.max(1);
+        for i in 0..m {
+            out[i * n + start..i * n + start + len].copy_from_slice(&part[i * len..(i + 1) * len]);
+        }
+    }
+    out
+}
+
+fn tracing_error(e: &ember_quant::QuantError) {
+    eprintln!("ember-model: internal kernel error (please report): {e}");
+}
+
+/// A weight matrix `[n, k]` (GGUF dims `[k, n]`) kept in its GGUF encoding.
+#[derive(Debug, Clone)]
+pub struct QLinear {
+    w: Tensor<1, Int>,
+    ty: GgmlType,
+    n: usize,
+    k: usize,
+}
+
+impl QLinear {
+    /// Wraps tensor `name` of `file` without copying its bytes. 2-D only.
+    pub fn load(file: &GgufFile, name: &str, device: &Device) -> Result<Self, ModelError> {
+        let info = tensor(file, name)?;
+        let bad = |reason: String| ModelError::Tensor {
+            name: name.to_owned(),
+            reason,
+        };
+        let [k, n] = match info.dims() {
+            &[k, n] => [k as usize, n as usize],
+            &[k] => [k as usize, 1],
+            d => return Err(bad(format!("expected a matrix, found dims {d:?}"))),
+        };
+        let ty = info.ggml_type();
+        if !ty.is_supported() || ember_quant::vec_dot_type(ty).is_err() {
+            return Err(ember_quant::QuantError::Unsupported {
+                ty,
+                tensor: Some(name.to_owned()),
+            }
+            .into());
+        }
+        let bytes = file
+            .tensor_bytes(info)
+            .ok_or_else(|| bad("data outside the file".into()))?;
+        let len = bytes.len();
+        let data = TensorData::from_bytes(
+            Bytes::from_shared(bytes, AllocationProperty::File),
+            [len],
+            DType::U8,
+        );
+        let w = Tensor::<1, Int>::from_data(
+            data,
+            TensorCreationOptions::new(device.clone()).with_dtype(DType::U8),
+        );
+        Ok(QLinear { w, ty, n, k })
+    }
+
+    /// `x [m, k] -> [m, n]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        Tensor::from_dispatch(<Dispatch as QuantOps>::q_matmul(
+            x.into_dispatch(),
+            self.w.clone().into_dispatch(),
+            self.ty,
+            self.n,
+            self.k,
+        ))
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// Weight type.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ty
+    }
+}
+
+/// A tensor by name, or an error naming it.
+pub fn tensor<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo, ModelError> {
+    file.tensor(name).ok_or_else(|| ModelError::Tensor {
+        name: name.to_owned(),
+        reason: "missing from the file".into(),
+    })
+}
+
+/// A small tensor (norm weights, biases, rope factors) dequantized to f32.
+pub fn load_f32(file: &GgufFile, name: &str, device: &Device) -> Result<Tensor<1>, ModelError> {
+    let info = tensor(file, name)?;
+    let n = info.n_elements() as usize;
+    let bytes = file.tensor_data(info).unwrap_or(&[]);
+    let values = ember_quant::dequantize_to_vec(info.ggml_type(), bytes, n)
+        .map_err(|e| e.with_tensor(name))?;
+    Ok(Tensor::<1>::from_data(TensorData::new(values, [n]), device))
+}

@@ -1,0 +1,406 @@
+//! Quantized matrix-vector and matrix-matrix products, computed the way llama.cpp's CPU backend
+//! computes them.
+//!
+//! Follows `ggml_compute_forward_mul_mat` in `ggml/src/ggml-cpu/ggml-cpu.c` (ggml d99724f2): every
+//! weight type has a vec-dot type (`type_traits_cpu[type].vec_dot_type`, see [`vec_dot_type`]); each
+//! activation row is converted to it once ([`quantize_activation`], [`QuantizedActivations`]) and
+//! every output is one `vec_dot` of a weight row with an activation row ([`vec_dot`],
+//! [`matmul_rows`]). The kernels here are plain scalar Rust following ggml's `*_generic` C (see
+//! `dot_legacy.rs` and `dot_k.rs` for exactly which, and [`activation`] for which quantizer); SIMD
+//! kernels are to replace [`row_kernel`]'s entries behind the same API.
+//!
+//! Every entry point validates all lengths before touching data and returns [`QuantError`] on any
+//! mismatch; nothing here panics on caller input.
+
+pub mod activation;
+mod dot_k;
+mod dot_legacy;
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::blocks::{Block, as_blocks};
+use crate::error::QuantError;
+use crate::types::GgmlType;
+
+/// The type ggml converts activations to before dotting them with weights of type `ty`
+/// (`type_traits_cpu[ty].vec_dot_type`): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the
+/// K-quants, and the weight type itself for F32/F16/BF16.
+///
+/// Types ember has no dot kernel for give [`QuantError::Unsupported`]; that includes Q8_K and Q8_1,
+/// which ggml only ever uses as activation types.
+pub fn vec_dot_type(ty: GgmlType) -> Result<GgmlType, QuantError> {
+    use GgmlType::*;
+    match ty {
+        F32 | F16 | BF16 => Ok(ty),
+        Q4_0 | Q5_0 | Q8_0 => Ok(Q8_0),
+        Q4_1 | Q5_1 => Ok(Q8_1),
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Ok(Q8_K),
+        other => Err(QuantError::unsupported(other)),
+    }
+}
+
+/// Converts one activation row `x` to the vec-dot type `ty` (Q8_0, Q8_1, Q8_K, F16, BF16 or F32),
+/// writing exactly `ty.bytes_for(x.len())` bytes to `out`. Bit-identical to what ggml's x86 CPU
+/// backend produces (see [`activation`] for the exact functions matched).
+pub fn quantize_activation(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+    let quantize = activation_kernel(ty)?;
+    check_len(ty, out.len(), x.len())?;
+    quantize(x, out);
+    Ok(())
+}
+
+/// The dot product of one weight row `w_row` (`k` values of type `ty`, as stored in GGUF) with one
+/// activation row `x_q` already converted to `vec_dot_type(ty)` (see [`quantize_activation`]).
+pub fn vec_dot(ty: GgmlType, w_row: &[u8], x_q: &[u8], k: usize) -> Result<f32, QuantError> {
+    let (vdt, kernel) = row_kernel(ty)?;
+    check_len(ty, w_row.len(), k)?;
+    check_len(vdt, x_q.len(), k)?;
+    Ok(kernel(w_row, x_q))
+}
+
+/// `m` activation rows of `k` values, converted once to the vec-dot type of a weight type, ready to
+/// be dotted with any number of weight rows (of any weight type sharing that vec-dot type).
+#[derive(Clone, PartialEq)]
+pub struct QuantizedActivations {
+    ty: GgmlType,
+    m: usize,
+    k: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl QuantizedActivations {
+    /// Converts `x`, `m` rows of `k` values (row-major, `x.len() == m * k`), for weights of type
+    /// `weight_ty`. `k` must be a whole number of `weight_ty` blocks.
+    pub fn new(weight_ty: GgmlType, x: &[f32], m: usize, k: usize) -> Result<Self, QuantError> {
+        let mut xq = QuantizedActivations {
+            ty: vec_dot_type(weight_ty)?,
+            m: 0,
+            k,
+            row_bytes: 0,
+            data: Vec::new(),
+        };
+        xq.requantize(weight_ty, x, m)?;
+        Ok(xq)
+    }
+
+    /// Replaces the contents with `x` (`m` rows of the same `k`) for `weight_ty`, reusing the
+    /// allocation (for decode loops, where one buffer serves every token). On error the contents
+    /// are unchanged.
+    pub fn requantize(
+        &mut self,
+        weight_ty: GgmlType,
+        x: &[f32],
+        m: usize,
+    ) -> Result<(), QuantError> {
+        let ty = vec_dot_type(weight_ty)?;
+        let quantize = activation_kernel(ty)?;
+        let k = self.k;
+        check_block_multiple(weight_ty, k)?;
+        let values = m.checked_mul(k);
+        if values != Some(x.len()) {
+            return Err(f32_len_error(values.unwrap_or(usize::MAX), x.len()));
+        }
+        // `x` exists, so `m * k` f32s fit in memory and the (smaller) quantized rows do too.
+        let row_bytes = bytes_for(ty, k)?;
+        let total = row_bytes.checked_mul(m).ok_or(QuantError::SizeMismatch {
+            ty,
+            values: x.len(),
+            expected_bytes: u64::MAX,
+            got_bytes: 0,
+        })?;
+        self.data.clear();
+        self.data.resize(total, 0);
+        if row_bytes > 0 {
+            for (out, row) in self.data.chunks_exact_mut(row_bytes).zip(x.chunks_exact(k)) {
+                quantize(row, out);
+            }
+        }
+        (self.ty, self.m, self.row_bytes) = (ty, m, row_bytes);
+        Ok(())
+    }
+
+    /// The vec-dot type the rows are stored as.
+    pub fn vec_dot_type(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Number of rows (`m`).
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Values per row (`k`).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Row `i` as stored (`vec_dot_type().bytes_for(k)` bytes), or `None` past the end.
+    pub fn row(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.m {
+            return None;
+        }
+        let start = i.checked_mul(self.row_bytes)?;
+        self.data.get(start..start.checked_add(self.row_bytes)?)
+    }
+
+    /// All rows, back to back.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl fmt::Debug for QuantizedActivations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The bytes themselves are noise in a debug print.
+        f.debug_struct("QuantizedActivations")
+            .field("ty", &self.ty)
+            .field("m", &self.m)
+            .field("k", &self.k)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// `out[i * rows.len() + (r - rows.start)] = vec_dot(W[r], x[i])` for every activation row `i < m`
+/// and weight row `r` in `rows`: the slice of `out = x * W^T` that one thread computes.
+///
+/// `weight` is the whole matrix: `n` rows of `k` values of `weight_ty` in GGUF layout
+/// (`weight.len() == n * row_bytes`). `xq` must hold rows of `k` values of `vec_dot_type(weight_ty)`.
+/// `rows` must lie within `0..n`; a range with `start > end` is empty (as [`Range::is_empty`] says).
+/// `out` must hold exactly `m * rows.len()` values.
+///
+/// Size errors are [`QuantError::SizeMismatch`]: for `weight` (including a `rows.end` past its
+/// last row) in bytes of `weight_ty`, for `out` as F32 values.
+pub fn matmul_rows(
+    weight_ty: GgmlType,
+    weight: &[u8],
+    k: usize,
+    xq: &QuantizedActivations,
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let (vdt, kernel) = row_kernel(weight_ty)?;
+    check_block_multiple(weight_ty, k)?;
+    if xq.ty != vdt || xq.k != k {
+        // Activations quantized for another type or length: report them against what this weight
+        // needs.
+        return Err(QuantError::SizeMismatch {
+            ty: vdt,
+            values: xq.m.saturating_mul(k),
+            expected_bytes: bytes_for(vdt, k)
+                .map_or(u64::MAX, |b| (b as u64).saturating_mul(xq.m as u64)),
+            got_bytes: xq.data.len(),
+        });
+    }
+    let row_bytes = bytes_for(weight_ty, k)?;
+    let n = weight.len().checked_div(row_bytes).unwrap_or(0);
+    // (`is_multiple_of(0)` is true only for 0: with k == 0 the weight must be empty.)
+    if !weight.len().is_multiple_of(row_bytes) {
+        return Err(weight_len_error(weight_ty, k, n, row_bytes, weight.len()));
+    }
+    // With k == 0 there is no row count to check against: every row is empty and every dot is 0.
+    if row_bytes != 0 && (rows.start > n || rows.end > n) {
+        let need = rows.start.max(rows.end);
+        return Err(weight_len_error(
+            weight_ty,
+            k,
+            need,
+            row_bytes,
+            weight.len(),
+        ));
+    }
+    let nr = rows.len();
+    let expected_out = xq.m.checked_mul(nr);
+    if expected_out != Some(out.len()) {
+        return Err(f32_len_error(expected_out.unwrap_or(usize::MAX), out.len()));
+    }
+    if nr == 0 || xq.m == 0 {
+        return Ok(());
+    }
+    if row_bytes == 0 || xq.row_bytes == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let w = weight
+        .get(rows.start * row_bytes..rows.end * row_bytes)
+        .unwrap_or_default();
+    // Weight rows outermost: each row is read from memory once and dotted with every activation
+    // row while it is in cache.
+    for (j, w_row) in w.chunks_exact(row_bytes).enumerate() {
+        for (i, x_row) in xq.data.chunks_exact(xq.row_bytes).enumerate() {
+            if let Some(o) = out.get_mut(i * nr + j) {
+                *o = kernel(w_row, x_row);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// IEEE half (little-endian bytes) to f32, exactly; the same values as [`crate::blocks::f16_le`].
+///
+/// `ggml_compute_fp16_to_fp32` (from the FP16 library, `ggml/src/ggml-impl.h`): branch-free integer
+/// and float operations. The `half` crate converts in software unless built with F16C enabled, and
+/// this workspace builds for baseline x86-64 (SIMD chosen at run time), where that software path
+/// made up most of the time of the 32-value-block dots.
+#[inline]
+pub(crate) fn fp16_le(bytes: [u8; 2]) -> f32 {
+    let w = u32::from(u16::from_le_bytes(bytes)) << 16;
+    let sign = w & 0x8000_0000;
+    let two_w = w.wrapping_add(w);
+    // Normal (and inf/NaN): move the exponent and mantissa into place, rebias by 2^-112.
+    const EXP_OFFSET: u32 = 0xe0 << 23;
+    const EXP_SCALE: f32 = f32::from_bits(0x0780_0000); // 2^-112
+    let normalized = f32::from_bits((two_w >> 4) + EXP_OFFSET) * EXP_SCALE;
+    // Subnormal: the mantissa as the low bits of 0.5 * 2^k, minus the 0.5.
+    const MAGIC_MASK: u32 = 126 << 23;
+    let denormalized = f32::from_bits((two_w >> 17) | MAGIC_MASK) - 0.5;
+    const DENORM_CUTOFF: u32 = 1 << 27;
+    let bits = if two_w < DENORM_CUTOFF {
+        denormalized.to_bits()
+    } else {
+        normalized.to_bits()
+    };
+    f32::from_bits(sign | bits)
+}
+
+/// A row dot kernel: `(weight row bytes, activation row bytes) -> dot`. Both lengths have been
+/// validated to hold the same number of values; kernels still bound their loops by the shorter
+/// side, so a mismatch could only give a wrong number, never a panic.
+pub type RowKernel = fn(&[u8], &[u8]) -> f32;
+
+/// Activation converter: `(row, out bytes)`, lengths validated as for [`RowKernel`].
+type ActivationKernel = fn(&[f32], &mut [u8]);
+
+/// The vec-dot type and row kernel for weights of type `ty`. This is the single dispatch point a
+/// SIMD implementation replaces.
+pub fn row_kernel(ty: GgmlType) -> Result<(GgmlType, RowKernel), QuantError> {
+    use GgmlType::*;
+    let kernel: RowKernel = match ty {
+        F32 => dot_legacy::dot_f32,
+        F16 => dot_legacy::dot_f16,
+        BF16 => dot_legacy::dot_bf16,
+        Q4_0 => |w, x| blocks(w, x, dot_legacy::dot_q4_0),
+        Q4_1 => |w, x| blocks(w, x, dot_legacy::dot_q4_1),
+        Q5_0 => |w, x| blocks(w, x, dot_legacy::dot_q5_0),
+        Q5_1 => |w, x| blocks(w, x, dot_legacy::dot_q5_1),
+        Q8_0 => |w, x| blocks(w, x, dot_legacy::dot_q8_0),
+        Q2_K => |w, x| blocks(w, x, dot_k::dot_q2_k),
+        Q3_K => |w, x| blocks(w, x, dot_k::dot_q3_k),
+        Q4_K => |w, x| blocks(w, x, dot_k::dot_q4_k),
+        Q5_K => |w, x| blocks(w, x, dot_k::dot_q5_k),
+        Q6_K => |w, x| blocks(w, x, dot_k::dot_q6_k),
+        other => return Err(QuantError::unsupported(other)),
+    };
+    Ok((vec_dot_type(ty)?, kernel))
+}
+
+/// Views both rows as blocks and runs a block-level dot. Misaligned lengths (impossible after
+/// validation) view as empty and give 0.
+#[inline]
+fn blocks<W: Block, A: Block>(w: &[u8], x: &[u8], f: fn(&[W], &[A]) -> f32) -> f32 {
+    f(
+        as_blocks::<W>(w).unwrap_or_default(),
+        as_blocks::<A>(x).unwrap_or_default(),
+    )
+}
+
+fn activation_kernel(ty: GgmlType) -> Result<ActivationKernel, QuantError> {
+    use GgmlType::*;
+    Ok(match ty {
+        Q8_0 => activation::quantize_q8_0,
+        Q8_1 => activation::quantize_q8_1,
+        Q8_K => activation::quantize_q8_k,
+        F16 => activation::convert_f16,
+        BF16 => activation::convert_bf16,
+        F32 => activation::convert_f32,
+        other => return Err(QuantError::unsupported(other)),
+    })
+}
+
+fn check_block_multiple(ty: GgmlType, values: usize) -> Result<(), QuantError> {
+    let block_size = ty.block_size();
+    if values.is_multiple_of(block_size) {
+        Ok(())
+    } else {
+        Err(QuantError::NotBlockMultiple {
+            ty,
+            values,
+            block_size,
+        })
+    }
+}
+
+/// Bytes `values` values of `ty` take; `values` must be a whole number of blocks.
+fn bytes_for(ty: GgmlType, values: usize) -> Result<usize, QuantError> {
+    check_block_multiple(ty, values)?;
+    ty.bytes_for(values as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or(QuantError::SizeMismatch {
+            ty,
+            values,
+            expected_bytes: u64::MAX,
+            got_bytes: 0,
+        })
+}
+
+/// Like [`crate::check_sizes`] but for any type with a block layout (Q8_1 included).
+fn check_len(ty: GgmlType, len: usize, values: usize) -> Result<(), QuantError> {
+    let expected = bytes_for(ty, values)?;
+    if expected == len {
+        Ok(())
+    } else {
+        Err(QuantError::SizeMismatch {
+            ty,
+            values,
+            expected_bytes: expected as u64,
+            got_bytes: len,
+        })
+    }
+}
+
+/// An f32 buffer of `got` values where `values` were needed, reported in bytes.
+fn f32_len_error(values: usize, got: usize) -> QuantError {
+    QuantError::SizeMismatch {
+        ty: GgmlType::F32,
+        values,
+        expected_bytes: (values as u64).saturating_mul(4),
+        got_bytes: got.saturating_mul(4),
+    }
+}
+
+/// `weight` of `got` bytes where `rows` rows of `k` values were needed.
+fn weight_len_error(
+    ty: GgmlType,
+    k: usize,
+    rows: usize,
+    row_bytes: usize,
+    got: usize,
+) -> QuantError {
+    QuantError::SizeMismatch {
+        ty,
+        values: rows.saturating_mul(k),
+        expected_bytes: (rows as u64).saturating_mul(row_bytes as u64),
+        got_bytes: got,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::f16_le;
+
+    #[test]
+    fn fp16_conversion_is_exact_for_every_half() {
+        for h in 0..=u16::MAX {
+            let b = h.to_le_bytes();
+            let (ours, half) = (fp16_le(b), f16_le(b));
+            if half.is_nan() {
+                assert!(ours.is_nan(), "{h:#06x}");
+            } else {
+                assert_eq!(ours.to_bits(), half.to_bits(), "{h:#06x}");
+            }
+        }
+    }
+}
