@@ -4,10 +4,16 @@
 //! passed in. `config.rs` reads hyperparameters once, `layers.rs` holds the shared layers, and each
 //! file under `arch/` only wires them.
 
+mod arch;
 mod config;
 mod error;
+mod kv_cache;
+mod layers;
+mod model;
 mod qlinear;
 
 pub use config::{Arch, ModelConfig, RopeConfig, RopeKind};
 pub use error::ModelError;
+pub use kv_cache::KvCache;
+pub use model::{DecoderSpec, Model};
 pub use qlinear::{QLinear, QuantOps, load_f32};

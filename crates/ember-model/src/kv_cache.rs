@@ -1,0 +1,79 @@
+//! The KV cache: one preallocated `[n_head_kv, n_ctx, head_dim]` K and V tensor per layer, written in
+//! place (`slice_assign` on a uniquely owned tensor), never grown by `cat`. Per-sequence state,
+//! separate from the read-only weights.
+
+use crate::config::ModelConfig;
+use burn::tensor::{Device, Tensor};
+
+/// K and V of one layer.
+#[derive(Debug)]
+pub struct LayerCache {
+    k: Tensor<3>,
+    v: Tensor<3>,
+}
+
+impl LayerCache {
+    /// Writes `k`, `v` (`[Hkv, T, D]`) at positions `start..start+T` and returns the filled prefix
+    /// `0..start+T` of both.
+    pub fn append(&mut self, start: usize, k: Tensor<3>, v: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let [hkv, t, d] = k.dims();
+        let end = start + t;
+        self.k = self.k.clone().slice_assign([0..hkv, start..end, 0..d], k);
+        self.v = self.v.clone().slice_assign([0..hkv, start..end, 0..d], v);
+        (
+            self.k.clone().slice([0..hkv, 0..end, 0..d]),
+            self.v.clone().slice([0..hkv, 0..end, 0..d]),
+        )
+    }
+
+    pub fn device(&self) -> Device {
+        self.k.device()
+    }
+}
+
+/// The cache of one sequence.
+#[derive(Debug)]
+pub struct KvCache {
+    pub(crate) layers: Vec<LayerCache>,
+    capacity: usize,
+    /// Positions filled.
+    pub(crate) len: usize,
+}
+
+impl KvCache {
+    /// Preallocates room for `n_ctx` positions.
+    pub fn new(cfg: &ModelConfig, n_ctx: usize, device: &Device) -> Self {
+        let shape = [cfg.n_head_kv, n_ctx, cfg.head_dim];
+        let layers = (0..cfg.n_layer)
+            .map(|_| LayerCache {
+                k: Tensor::zeros(shape, device),
+                v: Tensor::zeros(shape, device),
+            })
+            .collect();
+        KvCache {
+            layers,
+            capacity: n_ctx,
+            len: 0,
+        }
+    }
+
+    /// Forgets every position (the memory stays allocated).
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}

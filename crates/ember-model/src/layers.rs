@@ -1,0 +1,190 @@
+//! The shared layers of Llama-family decoders: RMSNorm, RoPE (NORM and NEOX pairing, per-dimension
+//! frequency factors as Llama 3 stores them), grouped-query attention over a preallocated KV cache
+//! with a causal mask, and the SwiGLU feed-forward. Follows llama.cpp `src/llama-graph.cpp`
+//! (`build_norm`, `build_attn`, `build_ffn`) and `ggml_rope_ext`.
+
+use crate::config::{ModelConfig, RopeKind};
+use crate::kv_cache::LayerCache;
+use crate::qlinear::QLinear;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
+
+/// `x / sqrt(mean(x²) + eps) * w` over the last dimension of `[T, n]`.
+pub fn rms_norm(x: Tensor<2>, w: &Tensor<1>, eps: f32) -> Tensor<2> {
+    let ms = x.clone().powi_scalar(2).mean_dim(1);
+    x / (ms + eps).sqrt() * w.clone().unsqueeze::<2>()
+}
+
+/// Rotary embedding tables for one batch of positions.
+#[derive(Debug)]
+pub struct Rope {
+    kind: RopeKind,
+    dim: usize,
+    /// Per rotated pair: base^(-2i/dim) / freq_factor[i].
+    inv_freq: Vec<f32>,
+    freq_scale: f32,
+}
+
+impl Rope {
+    /// From the config and optional frequency factors (`rope_freqs.weight`).
+    pub fn new(cfg: &ModelConfig, freq_factors: Option<Vec<f32>>) -> Self {
+        let r = &cfg.rope;
+        let half = r.dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| {
+                let f = r.freq_base.powf(-2.0 * i as f32 / r.dim as f32);
+                let ff = freq_factors
+                    .as_ref()
+                    .and_then(|v| v.get(i).copied())
+                    .unwrap_or(1.0);
+                f / ff
+            })
+            .collect();
+        Rope {
+            kind: r.kind,
+            dim: r.dim,
+            inv_freq,
+            freq_scale: r.freq_scale,
+        }
+    }
+
+    /// cos and sin tables `[T, 1, dim/2]` for positions `start..start+t`.
+    pub fn tables(&self, start: usize, t: usize, device: &Device) -> (Tensor<3>, Tensor<3>) {
+        let half = self.dim / 2;
+        let (mut c, mut s) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+        for p in start..start + t {
+            for f in &self.inv_freq {
+                let theta = p as f32 * self.freq_scale * f;
+                c.push(theta.cos());
+                s.push(theta.sin());
+            }
+        }
+        let mk = |v| Tensor::<3>::from_data(TensorData::new(v, [t, 1, half]), device);
+        (mk(c), mk(s))
+    }
+
+    /// Rotates `x [T, H, D]` (the first `dim` of each head; the rest passes through).
+    pub fn apply(&self, x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
+        let [t, h, d] = x.dims();
+        let half = self.dim / 2;
+        let rot = x.clone().narrow(2, 0, self.dim);
+        let (x0, x1) = match self.kind {
+            RopeKind::Norm => {
+                let pairs = rot.reshape([t, h, half, 2]);
+                (
+                    pairs.clone().narrow(3, 0, 1).reshape([t, h, half]),
+                    pairs.narrow(3, 1, 1).reshape([t, h, half]),
+                )
+            }
+            RopeKind::Neox => (rot.clone().narrow(2, 0, half), rot.narrow(2, half, half)),
+        };
+        let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let y1 = x0 * sin.clone() + x1 * cos.clone();
+        let rotated = match self.kind {
+            RopeKind::Norm => Tensor::stack::<4>(vec![y0, y1], 3).reshape([t, h, self.dim]),
+            RopeKind::Neox => Tensor::cat(vec![y0, y1], 2),
+        };
+        if self.dim == d {
+            rotated
+        } else {
+            Tensor::cat(vec![rotated, x.narrow(2, self.dim, d - self.dim)], 2)
+        }
+    }
+}
+
+/// Rounds to f16 and back: llama.cpp keeps the KV cache in F16.
+fn f16_round<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.cast(DType::F16).cast(DType::F32)
+}
+
+/// Attention weights of one layer.
+#[derive(Debug)]
+pub struct Attention {
+    pub wq: QLinear,
+    pub wk: QLinear,
+    pub wv: QLinear,
+    pub wo: QLinear,
+    pub bq: Option<Tensor<1>>,
+    pub bk: Option<Tensor<1>>,
+    pub bv: Option<Tensor<1>>,
+}
+
+fn bias(x: Tensor<2>, b: &Option<Tensor<1>>) -> Tensor<2> {
+    match b {
+        Some(b) => x + b.clone().unsqueeze::<2>(),
+        None => x,
+    }
+}
+
+/// Inputs to one attention call.
+#[derive(Debug)]
+pub struct AttnInput<'a> {
+    pub cfg: &'a ModelConfig,
+    pub rope: &'a Rope,
+    pub cos: &'a Tensor<3>,
+    pub sin: &'a Tensor<3>,
+    /// Position of the first row of `x`.
+    pub start: usize,
+}
+
+impl Attention {
+    /// `x [T, n_embd]` at positions `start..start+T`; appends K/V to `cache`.
+    pub fn forward(&self, x: Tensor<2>, cache: &mut LayerCache, a: &AttnInput<'_>) -> Tensor<2> {
+        let cfg = a.cfg;
+        let [t, _] = x.dims();
+        let (h, hkv, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
+        let q = bias(self.wq.forward(x.clone()), &self.bq).reshape([t, h, d]);
+        let k = bias(self.wk.forward(x.clone()), &self.bk).reshape([t, hkv, d]);
+        let v = bias(self.wv.forward(x), &self.bv).reshape([t, hkv, d]);
+        let q = a.rope.apply(q, a.cos, a.sin);
+        let k = a.rope.apply(k, a.cos, a.sin);
+        let len = a.start + t;
+        let (keys, values) = cache.append(
+            a.start,
+            f16_round(k).swap_dims(0, 1),
+            f16_round(v).swap_dims(0, 1),
+        );
+        // Group the query heads that share a KV head: [Hkv, G*T, D].
+        let g = h / hkv;
+        let q = q.swap_dims(0, 1).reshape([hkv, g * t, d]);
+        let scale = 1.0 / (d as f32).sqrt();
+        let scores = q.matmul(keys.swap_dims(1, 2)) * scale;
+        let scores = scores.mask_fill(
+            causal_mask(g, t, a.start, len, &cache.device()),
+            f32::NEG_INFINITY,
+        );
+        let probs = softmax(scores, 2);
+        let out = probs
+            .matmul(values)
+            .reshape([h, t, d])
+            .swap_dims(0, 1)
+            .reshape([t, h * d]);
+        self.wo.forward(out)
+    }
+}
+
+/// `[1, G*T, L]`, true where row (g, i) at position start+i must not see key j > start+i.
+fn causal_mask(g: usize, t: usize, start: usize, len: usize, device: &Device) -> Tensor<3, Bool> {
+    let mut m = Vec::with_capacity(g * t * len);
+    for _ in 0..g {
+        for i in 0..t {
+            m.extend((0..len).map(|j| j > start + i));
+        }
+    }
+    Tensor::<3, Bool>::from_data(TensorData::new(m, [1, g * t, len]), device)
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug)]
+pub struct FeedForward {
+    pub gate: QLinear,
+    pub up: QLinear,
+    pub down: QLinear,
+}
+
+impl FeedForward {
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.down
+            .forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+    }
+}
