@@ -22,8 +22,8 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 /// Returns (rms diff, max diff, greedy agreements, decided steps) over all records.
-fn check(stem: &str) -> (f32, f32, usize, usize) {
-    let file = GgufFile::open(data(&format!("models/{stem}.gguf"))).unwrap();
+fn check(path: &str, stem: &str) -> (f32, f32, usize, usize) {
+    let file = GgufFile::open(path).unwrap();
     let model = Model::load(&file, &Device::flex()).unwrap();
     let text = std::fs::read_to_string(data(&format!("reference/{stem}/greedy.jsonl"))).unwrap();
     let (mut sq, mut n, mut max, mut agree, mut decided) = (0f64, 0usize, 0f32, 0, 0);
@@ -64,14 +64,36 @@ fn check(stem: &str) -> (f32, f32, usize, usize) {
     ((sq / n as f64).sqrt() as f32, max, agree, decided)
 }
 
+/// Every llama/qwen2 model with reference data: the copies in tests/data, all of ../shared/models
+/// when that folder is beside the checkout (every quant type), and SmolLM2 when fetched.
+fn models() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let shared = format!("{}/../../../shared/models", env!("CARGO_MANIFEST_DIR"));
+    for dir in [data("models"), shared] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
+            if !stem.starts_with("tiny-deepseek") && !out.iter().any(|(_, s)| *s == stem) {
+                out.push((p.to_str().unwrap().to_owned(), stem));
+            }
+        }
+    }
+    match std::env::var("EMBER_SMOLLM2") {
+        Ok(p) => out.push((p, "smollm2-135m-instruct-q4_1".to_owned())),
+        Err(_) => eprintln!("SKIP smollm2 parity: EMBER_SMOLLM2 not set (scripts/test.sh sets it)"),
+    }
+    out
+}
+
 #[test]
-fn tiny_models_match_llama_cpp_logits() {
-    for stem in [
-        "tiny-llama-q2_k",
-        "tiny-qwen2-q4_0",
-        "tiny-qwen2-tied-q4_k_m",
-    ] {
-        let (rms, max, agree, decided) = check(stem);
+fn models_match_llama_cpp_logits() {
+    let models = models();
+    assert!(models.len() >= 3);
+    for (path, stem) in models {
+        let (rms, max, agree, decided) = check(&path, &stem);
         eprintln!("{stem}: rms {rms:.3} max {max:.3} greedy agree {agree}/{decided} (margin > 1)");
         assert!(rms < 0.5 && max < 3.0, "{stem}: rms {rms} max {max}");
         assert_eq!(
