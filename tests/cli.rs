@@ -406,3 +406,161 @@ fn bad_input_is_one_line_and_exit_2() {
     assert_eq!(run(&["template"], b"").code, 2);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `emberd run --json --temperature 0` reproduces llama.cpp's greedy tokens (up to the first step
+/// whose top-1 margin is under one logit, where numeric noise may legitimately flip the choice),
+/// and `--chat` builds exactly llama.cpp's prompt ids.
+#[test]
+fn run_greedy_matches_llama_cpp() {
+    let tmp = std::env::temp_dir().join(format!("ember-run-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cases = vec![(tiny_llama(), "tiny-llama-q2_k")];
+    if let Some(p) = smollm2() {
+        cases.push((p.to_str().unwrap().to_owned(), "smollm2-135m-instruct-q4_1"));
+    }
+    for (model, stem) in cases {
+        for (n, r) in read_jsonl(&data_dir().join(format!("reference/{stem}/greedy.jsonl")))
+            .iter()
+            .enumerate()
+            .take(4)
+        {
+            let greedy: Vec<u64> = r["greedy_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            let prompt_file = tmp.join(format!("{stem}-{n}.txt"));
+            std::fs::write(&prompt_file, r["prompt"].as_str().unwrap()).unwrap();
+            let max = greedy.len().to_string();
+            let mut args = vec![
+                "run",
+                "--model",
+                &model,
+                "--prompt-file",
+                prompt_file.to_str().unwrap(),
+            ];
+            args.extend([
+                "--temperature",
+                "0",
+                "--max-tokens",
+                &max,
+                "--json",
+                "--logits-top",
+                "3",
+            ]);
+            if !r["add_bos"].as_bool().unwrap() {
+                args.push("--no-bos");
+            }
+            let out = run(&args, b"");
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["prompt_tokens"], r["prompt_ids"], "{stem} #{n}");
+            let got: Vec<u64> = v["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            let margins = r["top1_margin"].as_array().unwrap();
+            let sure = margins
+                .iter()
+                .take_while(|m| m.as_f64().unwrap() >= 1.0)
+                .count();
+            assert_eq!(
+                got[..sure.min(got.len())],
+                greedy[..sure.min(got.len())],
+                "{stem} #{n}: {}",
+                v["text"]
+            );
+            assert_eq!(v["logits_top"][0]["top"].as_array().unwrap().len(), 3);
+            if sure == greedy.len() {
+                assert_eq!(
+                    v["finish_reason"],
+                    if r["stop"] == "eog" { "stop" } else { "length" }
+                );
+            }
+            // The chat path renders and tokenizes to the same ids (SmolLM2's template has no date).
+            let msgs = r["messages"].as_array();
+            if stem.starts_with("smollm2")
+                && msgs.is_some_and(|m| m.len() <= 2 && m.last().unwrap()["role"] == "user")
+            {
+                let msgs = msgs.unwrap();
+                let user = msgs.last().unwrap()["content"].as_str().unwrap();
+                let mut args = vec![
+                    "run",
+                    "--model",
+                    &model,
+                    "--chat",
+                    "--prompt",
+                    user,
+                    "--max-tokens",
+                    "1",
+                    "--json",
+                ];
+                if msgs.len() == 2 {
+                    args.extend(["--system", msgs[0]["content"].as_str().unwrap()]);
+                }
+                let out = run(&args, b"");
+                assert_eq!(out.code, 0, "{}", out.stderr);
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(v["prompt_tokens"], r["prompt_ids"], "{stem} #{n} chat");
+            }
+        }
+    }
+    // Bad input to run: one line, exit 2.
+    let model = tiny_llama();
+    assert_clean_error(
+        &run(
+            &[
+                "run",
+                "--model",
+                &model,
+                "--prompt",
+                "hi",
+                "--ctx-size",
+                "1",
+            ],
+            b"",
+        ),
+        "context",
+    );
+    assert_clean_error(
+        &run(
+            &["run", "--model", &model, "--prompt", "hi", "--top-p", "7"],
+            b"",
+        ),
+        "top_p",
+    );
+    assert_clean_error(
+        &run(
+            &["run", "--model", &model, "--prompt", "hi", "--threads", "0"],
+            b"",
+        ),
+        "threads",
+    );
+    assert_clean_error(
+        &run(
+            &[
+                "run",
+                "--model",
+                &model,
+                "--prompt",
+                "hi",
+                "--backend",
+                "wgpu",
+            ],
+            b"",
+        ),
+        "wgpu",
+    );
+    let v2 = data_dir().join("models/tiny-deepseek-v2-lite-q4_k_m.gguf");
+    assert_clean_error(
+        &run(
+            &["run", "--model", v2.to_str().unwrap(), "--prompt", "hi"],
+            b"",
+        ),
+        "deepseek2",
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

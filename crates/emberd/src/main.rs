@@ -23,6 +23,8 @@ enum Command {
     Info(cmd::info::InfoArgs),
     /// Read UTF-8 text on stdin, print its token ids as a JSON array (no BOS).
     Tokenize(cmd::text::TokenizeArgs),
+    /// Generate a continuation of a prompt (or a chat answer with --chat).
+    Run(Box<cmd::run::RunArgs>),
     /// Read a JSON array of token ids on stdin, print the text.
     Detokenize(cmd::text::DetokenizeArgs),
     /// Read `{"messages":[...],"add_generation_prompt":true}` on stdin, print the rendered prompt.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(&a),
+        Command::Run(a) => cmd::run::run(&a),
         Command::Tokenize(a) => cmd::text::tokenize(&a),
         Command::Detokenize(a) => cmd::text::detokenize(&a),
         Command::Template(a) => cmd::text::template(&a),

@@ -1,4 +1,5 @@
 //! The subcommands.
 
 pub mod info;
+pub mod run;
 pub mod text;

@@ -1,0 +1,215 @@
+//! `emberd run`: one prompt, one answer, streamed to stdout (or one JSON object with `--json`).
+//! The flags are a contract other tools call (see the README).
+
+use crate::model;
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use clap::{Args, ValueEnum};
+use ember_engine::generate::{GenerateParams, generate};
+use ember_engine::sampler::SamplingParams;
+use ember_model::Model;
+use ember_tokenizer::RenderRequest;
+use serde_json::json;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Backend {
+    Flex,
+    Wgpu,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file"])))]
+pub struct RunArgs {
+    /// GGUF model file.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// The prompt text.
+    #[arg(long, short = 'p')]
+    prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// System message (with --chat).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Chat template file overriding the model's (with --chat).
+    #[arg(long)]
+    template_file: Option<PathBuf>,
+    /// Do not add the BOS token even if the model asks for it.
+    #[arg(long)]
+    no_bos: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: i32,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// RNG seed (random when absent; the seed used is reported with --json).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Context size in tokens (default: min(4096, the model's training context)).
+    #[arg(long)]
+    ctx_size: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    backend: Backend,
+    /// Print one JSON object (text, tokens, finish_reason, usage, timings) instead of streaming.
+    #[arg(long)]
+    json: bool,
+    /// With --json: report the K largest logits of every generated step.
+    #[arg(long, default_value_t = 0)]
+    logits_top: usize,
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    if let Backend::Wgpu = args.backend {
+        bail!("this emberd was built without the wgpu backend (cargo feature `wgpu`)");
+    }
+    if let Some(n) = args.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("thread pool")?;
+    }
+    let t_load = Instant::now();
+    let file = model::open(&args.model)?;
+    let tok = model::tokenizer(&file)?;
+    let device = Device::flex();
+    let m =
+        Model::load(&file, &device).with_context(|| format!("loading {}", args.model.display()))?;
+    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
+
+    let text = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        (None, None) => bail!("give --prompt or --prompt-file"),
+    };
+    let (prompt_text, add_bos) = if args.chat {
+        let tmpl = model::chat_template(Some(&file), args.template_file.as_deref())?;
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(json!({"role": "system", "content": s}));
+        }
+        messages.push(json!({"role": "user", "content": text}));
+        let name = |id: Option<u32>| {
+            id.and_then(|i| tok.token_text(i))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let req = RenderRequest::new(messages)
+            .with_generation_prompt(true)
+            .with_special_tokens(name(tok.bos()), name(tok.eos()));
+        let rendered = tmpl.render(&req)?;
+        // Templates write the BOS text themselves; add the token only where they do not.
+        let bos_text = name(tok.bos());
+        let add = tok.add_bos()
+            && !args.no_bos
+            && (bos_text.is_empty() || !rendered.starts_with(&bos_text));
+        (rendered, add)
+    } else {
+        (text, tok.add_bos() && !args.no_bos)
+    };
+    let mut ids = Vec::new();
+    if add_bos {
+        ids.extend(tok.bos());
+    }
+    ids.extend(tok.encode(&prompt_text, false, true));
+
+    let n_ctx = args
+        .ctx_size
+        .unwrap_or_else(|| m.config().n_ctx_train.min(4096));
+    if ids.len() >= n_ctx {
+        bail!(
+            "the prompt has {} tokens; the context holds {n_ctx} (raise --ctx-size)",
+            ids.len()
+        );
+    }
+    let mut cache = m.new_cache(n_ctx);
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        seed: args.seed,
+        ..SamplingParams::default()
+    };
+    let params = GenerateParams {
+        max_tokens: args.max_tokens,
+        sampling,
+        stop: args.stop.clone(),
+        logits_top: if args.json { args.logits_top } else { 0 },
+    };
+    let mut out = std::io::stdout().lock();
+    let mut steps = Vec::new();
+    let result = generate(&m, &tok, &mut cache, &ids, &params, |ev| {
+        if args.json {
+            if ev.id.is_some() && args.logits_top > 0 {
+                steps.push(json!({"id": ev.id, "top": ev.top}));
+            }
+        } else if !ev.delta.is_empty()
+            && (out.write_all(ev.delta.as_bytes()).is_err() || out.flush().is_err())
+        {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    let t = &result.timings;
+    if args.json {
+        let obj = json!({
+            "text": result.text,
+            "tokens": result.tokens,
+            "prompt_tokens": ids,
+            "finish_reason": result.finish_reason,
+            "usage": {"prompt_tokens": t.prompt_n, "completion_tokens": t.predicted_n,
+                      "total_tokens": t.prompt_n + t.predicted_n},
+            "timings": {
+                "load_ms": load_ms,
+                "prompt_n": t.prompt_n, "prompt_ms": t.prompt_ms,
+                "prompt_per_second": t.prompt_n as f64 / (t.prompt_ms / 1e3).max(1e-9),
+                "predicted_n": t.predicted_n, "predicted_ms": t.predicted_ms,
+                "predicted_per_second": t.predicted_n as f64 / (t.predicted_ms / 1e3).max(1e-9),
+            },
+            "seed": result.seed,
+            "logits_top": steps,
+        });
+        writeln!(out, "{obj}")?;
+    } else {
+        writeln!(out)?;
+        tracing::info!(
+            "prompt {} tok in {:.0} ms, {} tok generated in {:.0} ms ({:.1} tok/s)",
+            t.prompt_n,
+            t.prompt_ms,
+            t.predicted_n,
+            t.predicted_ms,
+            t.predicted_n as f64 / (t.predicted_ms / 1e3).max(1e-9)
+        );
+    }
+    Ok(())
+}
