@@ -455,8 +455,8 @@ fn run_greedy_matches_llama_cpp() {
             let out = run(&args, b"");
             assert_eq!(out.code, 0, "{}", out.stderr);
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(v["prompt_tokens"], r["prompt_ids"], "{stem} #{n}");
-            let got: Vec<u64> = v["tokens"]
+            assert_eq!(v["prompt_ids"], r["prompt_ids"], "{stem} #{n}");
+            let got: Vec<u64> = v["ids"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -473,7 +473,12 @@ fn run_greedy_matches_llama_cpp() {
                 "{stem} #{n}: {}",
                 v["text"]
             );
-            assert_eq!(v["logits_top"][0]["top"].as_array().unwrap().len(), 3);
+            assert_eq!(v["top"].as_array().unwrap().len(), got.len());
+            assert_eq!(v["top"][0].as_array().unwrap().len(), 3);
+            assert_eq!(v["top"][0][0][0], json!(got[0]));
+            for key in ["load_ms", "prefill_tok_s", "decode_tok_s", "ttft_ms"] {
+                assert!(v["timings"][key].is_number(), "{key}");
+            }
             if sure == greedy.len() {
                 assert_eq!(
                     v["finish_reason"],
@@ -504,7 +509,7 @@ fn run_greedy_matches_llama_cpp() {
                 let out = run(&args, b"");
                 assert_eq!(out.code, 0, "{}", out.stderr);
                 let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-                assert_eq!(v["prompt_tokens"], r["prompt_ids"], "{stem} #{n} chat");
+                assert_eq!(v["prompt_ids"], r["prompt_ids"], "{stem} #{n} chat");
             }
         }
     }

@@ -53,6 +53,8 @@ pub struct Timings {
     pub prompt_ms: f64,
     pub predicted_n: usize,
     pub predicted_ms: f64,
+    /// From the start of prefill to the first generated token.
+    pub ttft_ms: f64,
 }
 
 /// The result of a generation.
@@ -150,6 +152,9 @@ pub fn generate(
         let top = top_logits(&logits, params.logits_top);
         let id = sampler.sample(&logits)?;
         sampler.accept(id);
+        if tokens.is_empty() {
+            timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
+        }
         tokens.push(id);
         if tok.is_eog(id) {
             let event = TokenEvent {

@@ -74,10 +74,10 @@ pub struct RunArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     backend: Backend,
-    /// Print one JSON object (text, tokens, finish_reason, usage, timings) instead of streaming.
+    /// Print one JSON object (prompt_ids, ids, text, finish_reason, usage, timings) at the end.
     #[arg(long)]
     json: bool,
-    /// With --json: report the K largest logits of every generated step.
+    /// With --json: report the K largest logits of every generated step (`"top"`).
     #[arg(long, default_value_t = 0)]
     logits_top: usize,
 }
@@ -171,7 +171,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let result = generate(&m, &tok, &mut cache, &ids, &params, |ev| {
         if args.json {
             if ev.id.is_some() && args.logits_top > 0 {
-                steps.push(json!({"id": ev.id, "top": ev.top}));
+                steps.push(json!(
+                    ev.top
+                        .iter()
+                        .map(|&(id, l)| json!([id, l]))
+                        .collect::<Vec<_>>()
+                ));
             }
         } else if !ev.delta.is_empty()
             && (out.write_all(ev.delta.as_bytes()).is_err() || out.flush().is_err())
@@ -182,23 +187,27 @@ pub fn run(args: &RunArgs) -> Result<()> {
     })?;
     let t = &result.timings;
     if args.json {
-        let obj = json!({
+        let per_s = |n: usize, ms: f64| n as f64 / (ms / 1e3).max(1e-9);
+        let mut obj = json!({
+            "prompt_ids": ids,
+            "ids": result.tokens,
             "text": result.text,
-            "tokens": result.tokens,
-            "prompt_tokens": ids,
             "finish_reason": result.finish_reason,
             "usage": {"prompt_tokens": t.prompt_n, "completion_tokens": t.predicted_n,
                       "total_tokens": t.prompt_n + t.predicted_n},
             "timings": {
                 "load_ms": load_ms,
+                "prefill_tok_s": per_s(t.prompt_n, t.prompt_ms),
+                "decode_tok_s": per_s(t.predicted_n.saturating_sub(1), t.predicted_ms),
+                "ttft_ms": t.ttft_ms,
                 "prompt_n": t.prompt_n, "prompt_ms": t.prompt_ms,
-                "prompt_per_second": t.prompt_n as f64 / (t.prompt_ms / 1e3).max(1e-9),
                 "predicted_n": t.predicted_n, "predicted_ms": t.predicted_ms,
-                "predicted_per_second": t.predicted_n as f64 / (t.predicted_ms / 1e3).max(1e-9),
             },
             "seed": result.seed,
-            "logits_top": steps,
         });
+        if args.logits_top > 0 {
+            obj["top"] = json!(steps);
+        }
         writeln!(out, "{obj}")?;
     } else {
         writeln!(out)?;
