@@ -1,9 +1,10 @@
-//! The KV cache: one preallocated `[n_head_kv, n_ctx, head_dim]` K and V tensor per layer, written in
-//! place (`slice_assign` on a uniquely owned tensor), never grown by `cat`. Per-sequence state,
-//! separate from the read-only weights.
+//! The KV cache: one preallocated `[n_head_kv, n_ctx, head_dim]` K and V tensor per layer, stored
+//! in F16 as llama.cpp stores it (half the memory of f32, and the same rounding), written in place
+//! (`slice_assign` on a uniquely owned tensor), never grown by `cat`. Per-sequence state, separate
+//! from the read-only weights.
 
 use crate::config::ModelConfig;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions};
 
 /// K and V of one layer.
 #[derive(Debug)]
@@ -13,22 +14,39 @@ pub struct LayerCache {
 }
 
 impl LayerCache {
-    /// Writes `k`, `v` (`[Hkv, T, D]`) at positions `start..start+T` and returns the filled prefix
-    /// `0..start+T` of both.
+    /// Writes `k`, `v` (`[Hkv, T, D]`, f32, stored rounded to f16) at positions `start..start+T` and
+    /// returns the filled prefix
+    /// `0..start+T` of both as f32.
     pub fn append(&mut self, start: usize, k: Tensor<3>, v: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
         let [hkv, t, d] = k.dims();
         let end = start + t;
-        self.k = self.k.clone().slice_assign([0..hkv, start..end, 0..d], k);
-        self.v = self.v.clone().slice_assign([0..hkv, start..end, 0..d], v);
+        self.k = self
+            .k
+            .clone()
+            .slice_assign([0..hkv, start..end, 0..d], k.cast(DType::F16));
+        self.v = self
+            .v
+            .clone()
+            .slice_assign([0..hkv, start..end, 0..d], v.cast(DType::F16));
         (
-            self.k.clone().slice([0..hkv, 0..end, 0..d]),
-            self.v.clone().slice([0..hkv, 0..end, 0..d]),
+            self.k
+                .clone()
+                .slice([0..hkv, 0..end, 0..d])
+                .cast(DType::F32),
+            self.v
+                .clone()
+                .slice([0..hkv, 0..end, 0..d])
+                .cast(DType::F32),
         )
     }
 
     pub fn device(&self) -> Device {
         self.k.device()
     }
+}
+
+fn f16(device: &Device) -> TensorCreationOptions {
+    TensorCreationOptions::new(device.clone()).with_dtype(DType::F16)
 }
 
 /// The cache of one sequence.
@@ -46,8 +64,8 @@ impl KvCache {
         let shape = [cfg.n_head_kv, n_ctx, cfg.head_dim];
         let layers = (0..cfg.n_layer)
             .map(|_| LayerCache {
-                k: Tensor::zeros(shape, device),
-                v: Tensor::zeros(shape, device),
+                k: Tensor::zeros(shape, f16(device)),
+                v: Tensor::zeros(shape, f16(device)),
             })
             .collect();
         KvCache {

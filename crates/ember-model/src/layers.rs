@@ -7,7 +7,7 @@ use crate::config::{ModelConfig, RopeKind};
 use crate::kv_cache::LayerCache;
 use crate::qlinear::QLinear;
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 /// `x / sqrt(mean(x²) + eps) * w` over the last dimension of `[T, n]`.
 pub fn rms_norm(x: Tensor<2>, w: &Tensor<1>, eps: f32) -> Tensor<2> {
@@ -92,11 +92,6 @@ impl Rope {
     }
 }
 
-/// Rounds to f16 and back: llama.cpp keeps the KV cache in F16.
-fn f16_round<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    x.cast(DType::F16).cast(DType::F32)
-}
-
 /// Attention weights of one layer.
 #[derive(Debug)]
 pub struct Attention {
@@ -139,11 +134,7 @@ impl Attention {
         let q = a.rope.apply(q, a.cos, a.sin);
         let k = a.rope.apply(k, a.cos, a.sin);
         let len = a.start + t;
-        let (keys, values) = cache.append(
-            a.start,
-            f16_round(k).swap_dims(0, 1),
-            f16_round(v).swap_dims(0, 1),
-        );
+        let (keys, values) = cache.append(a.start, k.swap_dims(0, 1), v.swap_dims(0, 1));
         // Group the query heads that share a KV head: [Hkv, G*T, D].
         let g = h / hkv;
         let q = q.swap_dims(0, 1).reshape([hkv, g * t, d]);

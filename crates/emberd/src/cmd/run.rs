@@ -65,7 +65,7 @@ pub struct RunArgs {
     /// Stop string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
-    /// Context size in tokens (default: min(4096, the model's training context)).
+    /// Context size in tokens (default: prompt + max-tokens, capped at the training context).
     #[arg(long)]
     ctx_size: Option<usize>,
     /// Worker threads (default: all cores).
@@ -141,9 +141,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     ids.extend(tok.encode(&prompt_text, false, true));
 
-    let n_ctx = args
-        .ctx_size
-        .unwrap_or_else(|| m.config().n_ctx_train.min(4096));
+    // By default the cache holds exactly what this run can use (prompt + max_tokens, within the
+    // training context), so a one-shot run on a board reserves no memory it cannot touch.
+    let n_ctx = args.ctx_size.unwrap_or_else(|| {
+        (ids.len() + args.max_tokens)
+            .min(m.config().n_ctx_train)
+            .max(ids.len() + 1)
+    });
     if ids.len() >= n_ctx {
         bail!(
             "the prompt has {} tokens; the context holds {n_ctx} (raise --ctx-size)",
