@@ -3,7 +3,7 @@
 //! (exit code 2, one line on stderr, never a panic).
 #![allow(clippy::unwrap_used)]
 
-use ember_tests::{data_dir, run, smollm2};
+use ember_tests::{data_dir, run, run_env, smollm2};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -568,4 +568,58 @@ fn run_greedy_matches_llama_cpp() {
         "deepseek2",
     );
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// `emberd run` without `--model` takes the default model from the cache, after checking its
+/// sha256, and without going to the network (the index it would fetch from is unreachable here).
+#[test]
+fn run_without_model_uses_the_cached_default() {
+    let Some(model) = smollm2() else {
+        eprintln!("SKIP: SmolLM2 not fetched (scripts/test.sh fetches it)");
+        return;
+    };
+    let cache = std::env::temp_dir().join(format!("ember-cache-{}", std::process::id()));
+    let models = cache.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let cached = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if std::fs::hard_link(&model, &cached).is_err() {
+        std::fs::copy(&model, &cached).unwrap();
+    }
+    let nowhere = Path::new("http://127.0.0.1:9/simple");
+    let env = [
+        ("EMBER_CACHE_DIR", cache.as_path()),
+        ("EMBER_PYPI_URL", nowhere),
+    ];
+    let args = [
+        "run",
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "4",
+    ];
+    let out = run_env(
+        &[&args[..], &["--temperature", "0", "--json"]].concat(),
+        b"",
+        &env,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = run(
+        &["tokenize", "--model", model.to_str().unwrap()],
+        b"The capital of France is",
+    );
+    let want: Value = serde_json::from_slice(&want.stdout).unwrap();
+    assert_eq!(v["prompt_ids"], want);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 4);
+
+    // A corrupt cached file is not used: it is re-fetched, which fails here, with one clear line
+    // (the URL source is tried last; it only answers where a model hub is reachable).
+    if std::env::var_os("EMBER_TEST_OFFLINE").is_some() {
+        std::fs::remove_file(&cached).unwrap();
+        std::fs::write(&cached, b"not a model").unwrap();
+        let quiet = [&env[..], &[("EMBER_LOG", Path::new("off"))]].concat();
+        let out = run_env(&args, b"", &quiet);
+        assert_clean_error(&out, "could not fetch smollm2-135m-instruct-q4_1");
+    }
+    let _ = std::fs::remove_dir_all(&cache);
 }

@@ -68,9 +68,15 @@ impl Output {
 
 /// Runs `emberd ARGS` with `stdin` as its standard input.
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
+    run_env(args, stdin, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_env(args: &[&str], stdin: &[u8], env: &[(&str, &Path)]) -> Output {
     let mut child = Command::new(emberd())
         .args(args)
         .env_remove("EMBER_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

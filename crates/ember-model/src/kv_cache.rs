@@ -1,5 +1,5 @@
 //! The KV cache: one preallocated `[n_head_kv, n_ctx, head_dim]` K and V tensor per layer, stored
-//! in F16 as llama.cpp stores it (half the memory of f32, and the same rounding), written in place
+//! in F16 as llama.cpp stores it (F32 on a GPU without F16) (half the memory of f32, and the same rounding), written in place
 //! (`slice_assign` on a uniquely owned tensor), never grown by `cat`. Per-sequence state, separate
 //! from the read-only weights.
 
@@ -23,11 +23,11 @@ impl LayerCache {
         self.k = self
             .k
             .clone()
-            .slice_assign([0..hkv, start..end, 0..d], k.cast(DType::F16));
+            .slice_assign([0..hkv, start..end, 0..d], k.cast(self.k.dtype()));
         self.v = self
             .v
             .clone()
-            .slice_assign([0..hkv, start..end, 0..d], v.cast(DType::F16));
+            .slice_assign([0..hkv, start..end, 0..d], v.cast(self.v.dtype()));
         (
             self.k
                 .clone()
@@ -46,7 +46,7 @@ impl LayerCache {
 }
 
 fn f16(device: &Device) -> TensorCreationOptions {
-    TensorCreationOptions::new(device.clone()).with_dtype(DType::F16)
+    TensorCreationOptions::new(device.clone()).with_dtype(crate::qlinear::storage_dtype(device))
 }
 
 /// The cache of one sequence.

@@ -76,12 +76,22 @@ pub struct Model {
 impl Model {
     /// Loads the model in `file` (architecture from `general.architecture`).
     pub fn load(file: &GgufFile, device: &Device) -> Result<Self, ModelError> {
+        Self::load_with_progress(file, device, &mut |_, _| {})
+    }
+
+    /// [`Model::load`], calling `progress(done, total)` as layers are loaded (for a progress bar:
+    /// on a GPU each layer is dequantized and uploaded, which takes a while on large models).
+    pub fn load_with_progress(
+        file: &GgufFile,
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, ModelError> {
         let cfg = ModelConfig::from_gguf(file.metadata())?;
         let spec = match cfg.arch {
             Arch::Llama => crate::arch::llama::SPEC,
             Arch::Qwen2 => crate::arch::qwen2::SPEC,
         };
-        Self::load_with(file, cfg, spec, device)
+        Self::load_with(file, cfg, spec, device, progress)
     }
 
     fn load_with(
@@ -89,7 +99,9 @@ impl Model {
         cfg: ModelConfig,
         spec: DecoderSpec,
         device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self, ModelError> {
+        let total = cfg.n_layer + 1;
         let lin = |name: &str| QLinear::load(file, name, device);
         let vec = |name: &str| load_f32(file, name, device);
         let check = |l: &QLinear, name: &str, k: usize, n: usize| {
@@ -144,6 +156,7 @@ impl Model {
                 ffn_norm: vec(&p("ffn_norm.weight"))?,
                 ffn,
             });
+            progress(i + 1, total);
         }
         let embd_info = tensor(file, "token_embd.weight")?;
         if embd_info.dims() != [e as u64, cfg.n_vocab as u64] {
@@ -188,6 +201,7 @@ impl Model {
             None => None,
         };
         let rope = Rope::new(&cfg, freq_factors);
+        progress(total, total);
         Ok(Model {
             output_norm: vec("output_norm.weight")?,
             embd,

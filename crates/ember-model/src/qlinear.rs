@@ -4,11 +4,14 @@
 //! row is quantized once to the weight type's vec-dot type (Q8_0 / Q8_1 / Q8_K / F16) and dotted
 //! with integer sums, so the numerics track llama.cpp's, not a dequantize-to-f32 model's.
 //! A faster kernel drops in behind `ember_quant::matmul_rows` without touching model code.
+//!
+//! On GPU devices (the `wgpu` feature) the extension has no CubeCL kernel yet: weights are
+//! dequantized once at load to F16 and multiplied with Burn's matmul (see [`Weight::Dense`]).
 
 use crate::error::ModelError;
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::tensor::{
     AllocationProperty, Bytes, DType, Device, Int, Shape, Tensor, TensorCreationOptions, TensorData,
 };
@@ -84,20 +87,33 @@ fn q_matmul_slices(ty: GgmlType, w: &[u8], n: usize, k: usize, x: &[f32], m: usi
 }
 
 fn tracing_error(e: &ember_quant::QuantError) {
-    eprintln!("ember-model: internal kernel error (please report): {e}");
+    tracing::error!("internal kernel error (please report): {e}");
 }
 
-/// A weight matrix `[n, k]` (GGUF dims `[k, n]`) kept in its GGUF encoding.
+/// How a weight matrix is held on its device.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// The GGUF blocks as they are in the file (a `U8` tensor, zero-copy from the mmap), multiplied
+    /// through ember-quant's kernels by the `QuantOps` extension. The CPU (Flex) path.
+    Blocks(Tensor<1, Int>),
+    /// Dequantized once at load to `[n, k]` floats (F16 where the device has it, else F32) and
+    /// multiplied with Burn's own matmul. The GPU (CubeCL / wgpu) path: ember has no CubeCL block
+    /// kernels yet, so a GPU holds 2 bytes per weight instead of the file's 0.5–1.
+    Dense(Tensor<2>),
+}
+
+/// A weight matrix `[n, k]` (GGUF dims `[k, n]`).
 #[derive(Debug, Clone)]
 pub struct QLinear {
-    w: Tensor<1, Int>,
+    w: Weight,
     ty: GgmlType,
     n: usize,
     k: usize,
 }
 
 impl QLinear {
-    /// Wraps tensor `name` of `file` without copying its bytes. 2-D only.
+    /// Wraps tensor `name` of `file`: without copying its bytes on the CPU, dequantized on other
+    /// devices. 2-D only.
     pub fn load(file: &GgufFile, name: &str, device: &Device) -> Result<Self, ModelError> {
         let info = tensor(file, name)?;
         let bad = |reason: String| ModelError::Tensor {
@@ -120,28 +136,44 @@ impl QLinear {
         let bytes = file
             .tensor_bytes(info)
             .ok_or_else(|| bad("data outside the file".into()))?;
-        let len = bytes.len();
-        let data = TensorData::from_bytes(
-            Bytes::from_shared(bytes, AllocationProperty::File),
-            [len],
-            DType::U8,
-        );
-        let w = Tensor::<1, Int>::from_data(
-            data,
-            TensorCreationOptions::new(device.clone()).with_dtype(DType::U8),
-        );
+        let w = if runs_block_kernels(device) {
+            let len = bytes.len();
+            let data = TensorData::from_bytes(
+                Bytes::from_shared(bytes, AllocationProperty::File),
+                [len],
+                DType::U8,
+            );
+            Weight::Blocks(Tensor::<1, Int>::from_data(
+                data,
+                TensorCreationOptions::new(device.clone()).with_dtype(DType::U8),
+            ))
+        } else {
+            let values = ember_quant::dequantize_to_vec(ty, &bytes, n * k)
+                .map_err(|e| e.with_tensor(name))?;
+            Weight::Dense(dense(values, [n, k], device))
+        };
         Ok(QLinear { w, ty, n, k })
     }
 
     /// `x [m, k] -> [m, n]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        Tensor::from_dispatch(<Dispatch as QuantOps>::q_matmul(
-            x.into_dispatch(),
-            self.w.clone().into_dispatch(),
-            self.ty,
-            self.n,
-            self.k,
-        ))
+        match &self.w {
+            Weight::Blocks(w) => Tensor::from_dispatch(<Dispatch as QuantOps>::q_matmul(
+                x.into_dispatch(),
+                w.clone().into_dispatch(),
+                self.ty,
+                self.n,
+                self.k,
+            )),
+            Weight::Dense(w) => {
+                let w = if w.dtype() == DType::F32 {
+                    w.clone()
+                } else {
+                    w.clone().cast(DType::F32)
+                };
+                x.matmul(w.transpose())
+            }
+        }
     }
 
     /// Output features.
@@ -154,9 +186,36 @@ impl QLinear {
         self.k
     }
 
-    /// Weight type.
+    /// Weight type in the file.
     pub fn ggml_type(&self) -> GgmlType {
         self.ty
+    }
+}
+
+/// Whether `device` multiplies GGUF blocks with ember's CPU kernels (the `QuantOps` extension is
+/// implemented for Flex only); other devices get dequantized weights.
+fn runs_block_kernels(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// The float type dense weights and the KV cache are stored in on `device`: F16 where supported.
+pub(crate) fn storage_dtype(device: &Device) -> DType {
+    if device.supports_dtype(DType::F16) {
+        DType::F16
+    } else {
+        DType::F32
+    }
+}
+
+/// A dense `[n, k]` weight in the device's storage type.
+fn dense(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    let opts = |dt| TensorCreationOptions::new(device.clone()).with_dtype(dt);
+    match storage_dtype(device) {
+        DType::F16 => {
+            let h: Vec<half::f16> = values.into_iter().map(half::f16::from_f32).collect();
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
+        }
+        _ => Tensor::from_data(TensorData::new(values, shape), opts(DType::F32)),
     }
 }
 

@@ -4,7 +4,9 @@
 //! `detokenize`, `template`. Every failure is one line on stderr and exit code 2; nothing from
 //! outside may make it panic.
 
+mod backend;
 mod cmd;
+mod fetch;
 mod model;
 
 use clap::{Parser, Subcommand};

@@ -49,3 +49,9 @@ fn describe(file: &GgufFile) -> String {
     file.path()
         .map_or_else(|| "model".to_owned(), |p| p.display().to_string())
 }
+
+/// The default model (`default = true` in models/), from the cache or fetched into it, its sha256
+/// checked either way.
+pub fn default_model() -> Result<std::path::PathBuf> {
+    crate::fetch::default_model()
+}

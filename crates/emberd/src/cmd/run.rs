@@ -1,13 +1,12 @@
 //! `emberd run`: one prompt, one answer, streamed to stdout (or one JSON object with `--json`).
 //! The flags are a contract other tools call (see the README).
 
+use crate::backend::{self, Backend};
 use crate::model;
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use ember_engine::generate::{GenerateParams, generate};
 use ember_engine::sampler::SamplingParams;
-use ember_model::Model;
 use ember_tokenizer::RenderRequest;
 use serde_json::json;
 use std::io::Write;
@@ -15,18 +14,12 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Backend {
-    Flex,
-    Wgpu,
-}
-
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file"])))]
 pub struct RunArgs {
-    /// GGUF model file.
+    /// GGUF model file (default: the default model of models/, fetched into the cache if missing).
     #[arg(long, short = 'm')]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The prompt text.
     #[arg(long, short = 'p')]
     prompt: Option<String>,
@@ -83,9 +76,6 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    if let Backend::Wgpu = args.backend {
-        bail!("this emberd was built without the wgpu backend (cargo feature `wgpu`)");
-    }
     if let Some(n) = args.threads {
         if n == 0 {
             bail!("--threads must be at least 1");
@@ -95,12 +85,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .build_global()
             .context("thread pool")?;
     }
+    let device = backend::device(args.backend)?;
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => model::default_model()?,
+    };
     let t_load = Instant::now();
-    let file = model::open(&args.model)?;
+    let file = model::open(&path)?;
     let tok = model::tokenizer(&file)?;
-    let device = Device::flex();
-    let m =
-        Model::load(&file, &device).with_context(|| format!("loading {}", args.model.display()))?;
+    let m = backend::load_model(&file, &device, args.backend, &path.display().to_string())?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
     let text = match (&args.prompt, &args.prompt_file) {
