@@ -10,6 +10,10 @@
 //!   `ggml-cpu/quants.c` (and the scalar `ggml_vec_dot_f16/bf16/f32`), which ours follow operation for
 //!   operation, and the x86 SIMD `ggml_vec_dot_*`, which sum in another order.
 //!
+//! The generic comparison uses the scalar kernels explicitly ([`vec_dot_scalar`]), whatever the
+//! dispatched default is; the SIMD kernels ([`Kernels::Avx2`], where the CPU has it) are compared
+//! with both ggml results at the SIMD tolerance.
+//!
 //! Dots are compared with a tolerance relative to `S = sum |w_i * x_i|` (x dequantized from the
 //! quantized activations), the natural scale of rounding error in a dot product.
 #![allow(clippy::unwrap_used)]
@@ -18,6 +22,7 @@ use std::collections::BTreeSet;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use ember_quant::kernels::{Kernels, vec_dot_scalar, vec_dot_with};
 use ember_quant::{
     BlockQ8_1, GgmlType, QuantizedActivations, as_blocks, dequantize, dequantize_block_q8_1,
     dequantize_to_vec, matmul_rows, quantize_activation, vec_dot, vec_dot_type,
@@ -108,6 +113,7 @@ fn activation_quantization_matches_ggml_x86() {
 struct Stats {
     worst_generic: f64,
     worst_simd: f64,
+    worst_fast: f64,
     exact_generic: usize,
     total: usize,
 }
@@ -144,8 +150,23 @@ fn check_dot_record(rec: &Value, stats: &mut Stats) -> GgmlType {
                 .zip(&xd)
                 .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
                 .sum();
-            let got = vec_dot(ty, w_row, xq.row(i).unwrap(), k).unwrap();
+            let got = vec_dot_scalar(ty, w_row, xq.row(i).unwrap(), k).unwrap();
             let want = generic[i * n + j];
+            if Kernels::Avx2.is_available() {
+                let fast = vec_dot_with(Kernels::Avx2, ty, w_row, xq.row(i).unwrap(), k).unwrap();
+                for (what, want) in [
+                    ("generic", Some(want)),
+                    ("x86 SIMD", simd.as_ref().map(|s| s[i * n + j])),
+                ] {
+                    let Some(want) = want else { continue };
+                    let err = (f64::from(fast) - f64::from(want)).abs() / scale;
+                    assert!(
+                        err <= TOL_SIMD,
+                        "{at} out[{i}][{j}]: our AVX2 {fast} vs ggml {what} {want} (|err|/S = {err:e})"
+                    );
+                    stats.worst_fast = stats.worst_fast.max(err);
+                }
+            }
             let err = (f64::from(got) - f64::from(want)).abs() / scale;
             assert!(
                 err <= TOL_GENERIC,
@@ -205,8 +226,9 @@ fn vec_dot_matches_ggml() {
         seen.insert(check_dot_record(rec, &mut stats));
     }
     eprintln!(
-        "{} dots: max |err|/S vs ggml generic {:e} ({} bit-exact), vs x86 SIMD {:e}",
-        stats.total, stats.worst_generic, stats.exact_generic, stats.worst_simd
+        "{} dots: scalar max |err|/S vs ggml generic {:e} ({} bit-exact), vs x86 SIMD {:e}; \
+         our AVX2 vs either {:e}",
+        stats.total, stats.worst_generic, stats.exact_generic, stats.worst_simd, stats.worst_fast
     );
     use GgmlType::*;
     let all = [

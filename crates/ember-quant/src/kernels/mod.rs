@@ -6,8 +6,12 @@
 //! activation row is converted to it once ([`quantize_activation`], [`QuantizedActivations`]) and
 //! every output is one `vec_dot` of a weight row with an activation row ([`vec_dot`],
 //! [`matmul_rows`]). The kernels here are plain scalar Rust following ggml's `*_generic` C (see
-//! `dot_legacy.rs` and `dot_k.rs` for exactly which, and [`activation`] for which quantizer); SIMD
-//! kernels are to replace [`row_kernel`]'s entries behind the same API.
+//! `dot_legacy.rs` and `dot_k.rs` for exactly which, and [`activation`] for which quantizer): the
+//! reference. On x86-64 CPUs with AVX2, FMA and F16C (detected at run time, once) [`row_kernel`]
+//! hands out SIMD kernels (`x86.rs`) for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K instead; they compute
+//! the same exact integer block sums and differ from the scalar ones only in float summation order
+//! (last bits). [`Kernels`] selects explicitly; `EMBER_KERNELS=scalar` forces the scalar reference
+//! everywhere.
 //!
 //! Every entry point validates all lengths before touching data and returns [`QuantError`] on any
 //! mismatch; nothing here panics on caller input.
@@ -15,9 +19,12 @@
 pub mod activation;
 mod dot_k;
 mod dot_legacy;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use crate::blocks::{Block, as_blocks};
 use crate::error::QuantError;
@@ -53,7 +60,25 @@ pub fn quantize_activation(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<()
 /// The dot product of one weight row `w_row` (`k` values of type `ty`, as stored in GGUF) with one
 /// activation row `x_q` already converted to `vec_dot_type(ty)` (see [`quantize_activation`]).
 pub fn vec_dot(ty: GgmlType, w_row: &[u8], x_q: &[u8], k: usize) -> Result<f32, QuantError> {
-    let (vdt, kernel) = row_kernel(ty)?;
+    vec_dot_with(Kernels::active(), ty, w_row, x_q, k)
+}
+
+/// [`vec_dot`] with the scalar reference kernels (ggml's `*_generic` C, bit for bit), whatever
+/// [`Kernels::active`] says.
+pub fn vec_dot_scalar(ty: GgmlType, w_row: &[u8], x_q: &[u8], k: usize) -> Result<f32, QuantError> {
+    vec_dot_with(Kernels::Scalar, ty, w_row, x_q, k)
+}
+
+/// [`vec_dot`] with the given kernel set (see [`row_kernel_for`] for what is used when `kernels` is
+/// not available).
+pub fn vec_dot_with(
+    kernels: Kernels,
+    ty: GgmlType,
+    w_row: &[u8],
+    x_q: &[u8],
+    k: usize,
+) -> Result<f32, QuantError> {
+    let (vdt, kernel) = row_kernel_for(kernels, ty)?;
     check_len(ty, w_row.len(), k)?;
     check_len(vdt, x_q.len(), k)?;
     Ok(kernel(w_row, x_q))
@@ -181,7 +206,20 @@ pub fn matmul_rows(
     rows: Range<usize>,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    let (vdt, kernel) = row_kernel(weight_ty)?;
+    matmul_rows_with(Kernels::active(), weight_ty, weight, k, xq, rows, out)
+}
+
+/// [`matmul_rows`] with the given kernel set (see [`row_kernel_for`]).
+pub fn matmul_rows_with(
+    kernels: Kernels,
+    weight_ty: GgmlType,
+    weight: &[u8],
+    k: usize,
+    xq: &QuantizedActivations,
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let (vdt, kernel) = row_kernel_for(kernels, weight_ty)?;
     check_block_multiple(weight_ty, k)?;
     if xq.ty != vdt || xq.k != k {
         // Activations quantized for another type or length: report them against what this weight
@@ -273,9 +311,75 @@ pub type RowKernel = fn(&[u8], &[u8]) -> f32;
 /// Activation converter: `(row, out bytes)`, lengths validated as for [`RowKernel`].
 type ActivationKernel = fn(&[f32], &mut [u8]);
 
-/// The vec-dot type and row kernel for weights of type `ty`. This is the single dispatch point a
-/// SIMD implementation replaces.
+/// A set of row kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kernels {
+    /// Plain Rust following ggml's `*_generic` C operation for operation: the reference.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights, scalar for the
+    /// other types.
+    Avx2,
+}
+
+impl Kernels {
+    /// The fastest set this CPU runs (detected once).
+    pub fn detected() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        if x86::available() {
+            return Kernels::Avx2;
+        }
+        Kernels::Scalar
+    }
+
+    /// The set [`vec_dot`], [`matmul_rows`] and [`row_kernel`] use: [`Kernels::detected`], unless the
+    /// environment variable `EMBER_KERNELS` is `scalar` (read once, at the first call).
+    pub fn active() -> Kernels {
+        static ACTIVE: OnceLock<Kernels> = OnceLock::new();
+        *ACTIVE.get_or_init(|| match std::env::var("EMBER_KERNELS") {
+            Ok(v) if v.trim().eq_ignore_ascii_case("scalar") => Kernels::Scalar,
+            _ => Kernels::detected(),
+        })
+    }
+
+    /// Whether this CPU can run this set.
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernels::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => x86::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernels::Avx2 => false,
+        }
+    }
+}
+
+/// The vec-dot type and row kernel for weights of type `ty`, from [`Kernels::active`]. This is the
+/// single dispatch point every product goes through.
 pub fn row_kernel(ty: GgmlType) -> Result<(GgmlType, RowKernel), QuantError> {
+    row_kernel_for(Kernels::active(), ty)
+}
+
+/// The vec-dot type and row kernel for weights of type `ty` from the set `kernels`. Types the set
+/// has no kernel for, and sets this CPU cannot run ([`Kernels::is_available`]), get the scalar
+/// kernel: asking for SIMD never yields code the CPU lacks.
+pub fn row_kernel_for(kernels: Kernels, ty: GgmlType) -> Result<(GgmlType, RowKernel), QuantError> {
+    let vdt = vec_dot_type(ty)?;
+    match kernels {
+        Kernels::Scalar => {}
+        Kernels::Avx2 =>
+        {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(kernel) = x86::row_kernel(ty) {
+                return Ok((vdt, kernel));
+            }
+        }
+    }
+    Ok((vdt, scalar_kernel(ty)?))
+}
+
+/// The scalar reference kernel for `ty`.
+fn scalar_kernel(ty: GgmlType) -> Result<RowKernel, QuantError> {
     use GgmlType::*;
     let kernel: RowKernel = match ty {
         F32 => dot_legacy::dot_f32,
@@ -293,7 +397,7 @@ pub fn row_kernel(ty: GgmlType) -> Result<(GgmlType, RowKernel), QuantError> {
         Q6_K => |w, x| blocks(w, x, dot_k::dot_q6_k),
         other => return Err(QuantError::unsupported(other)),
     };
-    Ok((vec_dot_type(ty)?, kernel))
+    Ok(kernel)
 }
 
 /// Views both rows as blocks and runs a block-level dot. Misaligned lengths (impossible after

@@ -1,0 +1,463 @@
+//! x86-64 AVX2 + FMA + F16C fused dequantize-and-dot kernels.
+//!
+//! Same math as the scalar kernels (`dot_legacy.rs`, `dot_k.rs`): per block an exact integer dot of
+//! the quantized weights with the quantized activations, then the block's float scales. Only the
+//! float summation order differs (eight lanes and FMA instead of one running sum), so results differ
+//! from the scalar reference in the last bits only. The ideas follow ggml's
+//! `ggml_vec_dot_*_q8_*` AVX2 paths (`ggml-cpu/arch/x86/quants.c`), written anew with one difference:
+//! no sign trick (`_mm256_sign_epi8`), whose `-(-128)` wraps, so every integer sum here is exact for
+//! any input bytes (weights are unsigned nibbles dotted with `maddubs` and the offset subtracted as
+//! `offset * sum(y)`; Q8_0 weights are widened to i16).
+//!
+//! Every `#[target_feature]` function here is reached only through [`row_kernel`], which returns
+//! kernels only when [`available`] (run-time detection) said yes. All loads are unaligned loads of
+//! whole fixed-size block fields (`&[u8; N]` / `&[i8; N]` arrays), so they stay in bounds whatever the
+//! slices' alignment.
+
+use std::arch::x86_64::{
+    __m128, __m128i, __m256, __m256i, _mm_add_ps, _mm_cvtepu8_epi16, _mm_cvtph_ps,
+    _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_mul_ps,
+    _mm_set_epi16, _mm_set_epi32, _mm_set1_epi16, _mm_shuffle_ps, _mm_srli_epi16,
+    _mm_unpackhi_epi16, _mm_unpacklo_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256,
+    _mm256_blend_ps, _mm256_castps128_ps256, _mm256_castps256_ps128, _mm256_cmpeq_epi8,
+    _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_extractf128_ps,
+    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
+    _mm256_or_si256, _mm256_permutevar8x32_ps, _mm256_set_m128i, _mm256_set1_epi8,
+    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm256_slli_epi16, _mm256_srli_epi16, _mm256_sub_epi16,
+};
+use std::sync::OnceLock;
+
+use super::RowKernel;
+use crate::blocks::{
+    Block, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+    as_blocks,
+};
+use crate::types::GgmlType;
+
+/// Whether this CPU runs the kernels here (AVX2, FMA and F16C), detected once.
+pub(super) fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// The AVX2 row kernel for weights of type `ty`, or `None` where there is none (the caller falls
+/// back to scalar) or the CPU lacks the features.
+pub(super) fn row_kernel(ty: GgmlType) -> Option<RowKernel> {
+    if !available() {
+        return None;
+    }
+    use GgmlType::*;
+    // Each wrapper calls a `#[target_feature(enable = "avx2,fma,f16c")]` function; handing them out
+    // only after `available()` is what makes those calls sound (see the SAFETY comments below).
+    let kernel: RowKernel = match ty {
+        Q4_0 => |w, x| run(w, x, q4_0),
+        Q4_1 => |w, x| run(w, x, q4_1),
+        Q8_0 => |w, x| run(w, x, q8_0),
+        Q4_K => |w, x| run(w, x, q4_k),
+        Q5_K => |w, x| run(w, x, q5_k),
+        Q6_K => |w, x| run(w, x, q6_k),
+        _ => return None,
+    };
+    Some(kernel)
+}
+
+/// A block-level AVX2 dot: `unsafe` only because of `#[target_feature]`.
+type BlockKernel<W, A> = unsafe fn(&[W], &[A]) -> f32;
+
+/// Views both rows as blocks (misaligned lengths, impossible after validation, view as empty and
+/// give 0) and runs `f`.
+#[inline(always)]
+fn run<W: Block, A: Block>(w: &[u8], x: &[u8], f: BlockKernel<W, A>) -> f32 {
+    let w = as_blocks::<W>(w).unwrap_or_default();
+    let x = as_blocks::<A>(x).unwrap_or_default();
+    // SAFETY: `f` is one of the `#[target_feature(enable = "avx2,fma,f16c")]` kernels below, and this
+    // function is only reachable through the kernels `row_kernel` returns after `available()`
+    // confirmed those features at run time. The kernels themselves read only within `w` and `x`.
+    unsafe { f(w, x) }
+}
+
+// Everything below runs with AVX2/FMA/F16C enabled; the intrinsics used are safe to call inside such
+// functions except the loads, which take raw pointers.
+
+/// Two f16 scales (little-endian bytes) to f32, exactly (F16C conversion is exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16x2(a: [u8; 2], b: [u8; 2]) -> (f32, f32) {
+    let bits = u32::from(u16::from_le_bytes(a)) | (u32::from(u16::from_le_bytes(b)) << 16);
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_shuffle_ps(v, v, 1)))
+}
+
+/// One f16 to f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16x1(a: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+        u16::from_le_bytes(a),
+    ))))
+}
+
+/// Sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ps(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load32(bytes: &[u8; 32]) -> __m256i {
+    // SAFETY: reads exactly the 32 bytes of `bytes`; unaligned load.
+    unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load32i(bytes: &[i8; 32]) -> __m256i {
+    // SAFETY: reads exactly the 32 bytes of `bytes`; unaligned load.
+    unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load16(bytes: &[u8; 16]) -> __m128i {
+    // SAFETY: reads exactly the 16 bytes of `bytes`; unaligned load.
+    unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) }
+}
+
+/// The 32 nibbles of a 4-bit block as bytes 0..16: low nibbles (values 0..16) in the low 128-bit
+/// lane, high nibbles (values 16..32) in the high lane — the order of the activation's 32 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nibbles(qs: &[u8; 16]) -> __m256i {
+    let q = load16(qs);
+    let v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
+}
+
+/// `sum_j q_j * y_j` as eight i32 lanes, `q` unsigned bytes (at most 63 here), `y` signed.
+/// `maddubs` adds pairs into i16 (at most `2 * 63 * 128`, no saturation), `madd` pairs again into i32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_u8_i8(q: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
+}
+
+/// `sum_j (q_j - 8) * y_j` for the nibbles `q` of a Q4_0 block, as eight i32 lanes: `q * y - 8 * y`
+/// in i16 pairs (within `±2 * 23 * 128`), exact for every `y`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_offset(q: __m256i, y: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(q, y);
+    let o = _mm256_maddubs_epi16(_mm256_set1_epi8(8), y);
+    _mm256_madd_epi16(_mm256_sub_epi16(p, o), _mm256_set1_epi16(1))
+}
+
+/// Four f16s (little-endian bytes) to f32, exactly.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16x4(h: [[u8; 2]; 4]) -> __m128 {
+    let [a, b, c, d] = h.map(i16::from_le_bytes);
+    _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, d, c, b, a))
+}
+
+/// Lane `i` (0..4) of `v`, in every lane of a 256-bit vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn broadcast(v: __m128, i: i32) -> __m256 {
+    _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v), _mm256_set1_epi32(i))
+}
+
+/// The shape of the Q4_0 and Q8_0 dots: per block `sumi * (d_w * d_x)` with `sumi` from `int` as
+/// eight i32 lanes. Blocks go four at a time (their scales converted and multiplied together) into
+/// two accumulators, the rest one by one.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scaled_blocks<W, A>(
+    w: &[W],
+    x: &[A],
+    scales: impl Fn(&W, &A) -> ([u8; 2], [u8; 2]),
+    int: impl Fn(&W, &A) -> __m256i,
+) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let (w4, w_rest) = w.as_chunks::<4>();
+    let (x4, x_rest) = x.as_chunks::<4>();
+    for (bw, bx) in w4.iter().zip(x4) {
+        let ds: [_; 4] = core::array::from_fn(|i| scales(&bw[i], &bx[i]));
+        let d = _mm_mul_ps(f16x4(ds.map(|d| d.0)), f16x4(ds.map(|d| d.1)));
+        for (i, (b, a)) in bw.iter().zip(bx).enumerate() {
+            let sumi = _mm256_cvtepi32_ps(int(b, a));
+            let acc = &mut acc[i & 1];
+            *acc = _mm256_fmadd_ps(broadcast(d, i as i32), sumi, *acc);
+        }
+    }
+    for (b, a) in w_rest.iter().zip(x_rest) {
+        let (dw, dx) = scales(b, a);
+        let (dw, dx) = f16x2(dw, dx);
+        let sumi = _mm256_cvtepi32_ps(int(b, a));
+        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), sumi, acc[0]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// `ggml_vec_dot_q4_0_q8_0`: per block `d_w * d_x * sumi`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    scaled_blocks(
+        w,
+        x,
+        |b, a| (b.d, a.d),
+        |b, a| dot_q4_offset(nibbles(&b.qs), load32i(&a.qs)),
+    )
+}
+
+/// `ggml_vec_dot_q8_0_q8_0`: per block `sumi * (d_w * d_x)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    scaled_blocks(w, x, |b, a| (b.d, a.d), |b, a| dot_i8_i8(&b.qs, &a.qs))
+}
+
+/// `ggml_vec_dot_q4_1_q8_1`: per block `d_w * d_x * sumi + m * s`. Four blocks at a time: their
+/// `(d, m)` and `(d, s)` pairs are converted as eight f16s each and multiplied together, giving
+/// `d_w * d_x` in the even lanes and `m * s` in the odd ones.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut acc_ms = _mm256_setzero_ps();
+    let (w4, w_rest) = w.as_chunks::<4>();
+    let (x4, x_rest) = x.as_chunks::<4>();
+    let pair = |a: [u8; 2], b: [u8; 2]| i32::from_le_bytes([a[0], a[1], b[0], b[1]]);
+    for (bw, bx) in w4.iter().zip(x4) {
+        let [w0, w1, w2, w3] = bw.each_ref().map(|b| pair(b.d, b.m));
+        let [x0, x1, x2, x3] = bx.each_ref().map(|a| pair(a.d, a.s));
+        let p = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_set_epi32(w3, w2, w1, w0)),
+            _mm256_cvtph_ps(_mm_set_epi32(x3, x2, x1, x0)),
+        );
+        acc_ms = _mm256_add_ps(acc_ms, p);
+        for (i, (b, a)) in bw.iter().zip(bx).enumerate() {
+            let sumi = _mm256_cvtepi32_ps(dot_u8_i8(nibbles(&b.qs), load32i(&a.qs)));
+            let dd = _mm256_permutevar8x32_ps(p, _mm256_set1_epi32(2 * i as i32));
+            let acc = &mut acc[i & 1];
+            *acc = _mm256_fmadd_ps(dd, sumi, *acc);
+        }
+    }
+    // The odd lanes of `acc_ms` are the `m * s` sums.
+    let mut summs = hsum(_mm256_blend_ps::<0b1010_1010>(_mm256_setzero_ps(), acc_ms));
+    for (b, a) in w_rest.iter().zip(x_rest) {
+        let sumi = dot_u8_i8(nibbles(&b.qs), load32i(&a.qs));
+        let (dw, dx) = f16x2(b.d, a.d);
+        let (m, s) = f16x2(b.m, a.s);
+        summs += m * s;
+        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(sumi), acc[0]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1])) + summs
+}
+
+/// `sum_j w_j * y_j` of two signed 32-byte blocks, widened to i16 first (exact for all bytes).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_i8_i8(w: &[i8; 32], y: &[i8; 32]) -> __m256i {
+    let (w_lo, w_hi) = w.split_at(16);
+    let (y_lo, y_hi) = y.split_at(16);
+    // SAFETY: each load reads exactly one 16-byte half of a 32-byte array; unaligned loads.
+    let [w_lo, w_hi, y_lo, y_hi] = [w_lo, w_hi, y_lo, y_hi]
+        .map(|h| unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(h.as_ptr().cast())) });
+    _mm256_add_epi32(_mm256_madd_epi16(w_lo, y_lo), _mm256_madd_epi16(w_hi, y_hi))
+}
+
+/// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block (the layout
+/// [`crate::dequant_k::get_scale_min_k4`] reads one at a time), as little-endian u32 words.
+#[inline]
+pub(super) fn scales_mins_k4(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let word =
+        |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
+    let (a, b, c) = (word(0), word(4), word(8));
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const TOP2: u32 = 0x0303_0303;
+    // j < 4: scale = byte j & 63, min = byte j + 4 & 63.
+    // j >= 4: scale = low nibble of byte j + 4 | top bits of byte j - 4 << 4,
+    //         min = high nibble of byte j + 4 | top bits of byte j << 4.
+    let s_lo = a & LOW6;
+    let s_hi = (c & LOW4) | (((a >> 6) & TOP2) << 4);
+    let m_lo = b & LOW6;
+    let m_hi = ((c >> 4) & LOW4) | (((b >> 6) & TOP2) << 4);
+    let join = |lo: u32, hi: u32| (u64::from(lo) | (u64::from(hi) << 32)).to_le_bytes();
+    (join(s_lo, s_hi), join(m_lo, m_hi))
+}
+
+/// `bsums[j] * mins[j / 2]` summed pairwise into eight i32 lanes (the Q4_K/Q5_K min term).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn min_terms(a: &BlockQ8K, mins: [u8; 8]) -> __m256i {
+    // SAFETY: reads exactly the 8 bytes of `mins`.
+    let m = _mm_cvtepu8_epi16(unsafe { _mm_loadl_epi64(mins.as_ptr().cast()) });
+    let m = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
+    // SAFETY: `bsums` is 16 two-byte values, 32 bytes; unaligned load.
+    let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+    _mm256_madd_epi16(bsums, m)
+}
+
+/// One group of 32 weights `q` (unsigned, at most 31) dotted with 32 activations, times `scale`
+/// (at most 63): eight i32 lanes of at most `4 * 31 * 128 * 63`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scaled_group(q: __m256i, y: &[i8; 32], scale: u8) -> __m256i {
+    let p = _mm256_maddubs_epi16(q, load32i(y));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(i16::from(scale)))
+}
+
+/// `ggml_vec_dot_q4_K_q8_K`: per block `d * sum_g scale_g * dot_g - dmin * sum_j bsums_j * min_j`.
+/// Each i32 lane gathers 4 values of each of the 8 groups: at most `32 * 15 * 128 * 63 < 2^24`, so
+/// the conversion to f32 is exact, as the scalar kernel's eight `aux32` lanes are.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    let low = _mm256_set1_epi8(0x0f);
+    for (b, a) in w.iter().zip(x) {
+        let (scales, mins) = scales_mins_k4(&b.scales);
+        let mut sumi = _mm256_setzero_si256();
+        let ys = a.qs.as_chunks::<32>().0.chunks_exact(2);
+        for (j, (qs, y)) in b.qs.as_chunks::<32>().0.iter().zip(ys).enumerate() {
+            let [y_lo, y_hi] = y else { continue };
+            let q = load32(qs);
+            let lo = _mm256_and_si256(q, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+            sumi = _mm256_add_epi32(sumi, scaled_group(lo, y_lo, scales[2 * j]));
+            sumi = _mm256_add_epi32(sumi, scaled_group(hi, y_hi, scales[2 * j + 1]));
+        }
+        let (d, dmin) = f16x2(b.d, b.dmin);
+        let dx = a.d();
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi), acc);
+        let summ = min_terms(a, mins);
+        acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin * dx), _mm256_cvtepi32_ps(summ), acc_m);
+    }
+    hsum(acc) - hsum(acc_m)
+}
+
+/// `ggml_vec_dot_q5_K_q8_K`: as Q4_K with a fifth bit (16) from `qh`: bit `2j` for the low nibbles
+/// of chunk `j`, bit `2j + 1` for its high nibbles. Lanes at most `32 * 31 * 128 * 63 < 2^24`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    let low = _mm256_set1_epi8(0x0f);
+    let sixteen = _mm256_set1_epi8(16);
+    for (b, a) in w.iter().zip(x) {
+        let (scales, mins) = scales_mins_k4(&b.scales);
+        let qh = load32(&b.qh);
+        let mut sumi = _mm256_setzero_si256();
+        let ys = a.qs.as_chunks::<32>().0.chunks_exact(2);
+        for (j, (qs, y)) in b.qs.as_chunks::<32>().0.iter().zip(ys).enumerate() {
+            let [y_lo, y_hi] = y else { continue };
+            let q = load32(qs);
+            let m1 = _mm256_set1_epi8((1u8 << (2 * j)) as i8);
+            let m2 = _mm256_set1_epi8((2u8 << (2 * j)) as i8);
+            let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m1), m1), sixteen);
+            let h2 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m2), m2), sixteen);
+            let lo = _mm256_or_si256(_mm256_and_si256(q, low), h1);
+            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low), h2);
+            sumi = _mm256_add_epi32(sumi, scaled_group(lo, y_lo, scales[2 * j]));
+            sumi = _mm256_add_epi32(sumi, scaled_group(hi, y_hi, scales[2 * j + 1]));
+        }
+        let (d, dmin) = f16x2(b.d, b.dmin);
+        let dx = a.d();
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi), acc);
+        let summ = min_terms(a, mins);
+        acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin * dx), _mm256_cvtepi32_ps(summ), acc_m);
+    }
+    hsum(acc) - hsum(acc_m)
+}
+
+/// `ggml_vec_dot_q6_K_q8_K`: per block `d * sum_g scale_g * sum_{i in g} (q_i - 32) * y_i`. The
+/// 6-bit `q` (0..64) are dotted unsigned and `32 * y` subtracted in i16 (true pair sums within
+/// `±2 * 32 * 128`); lanes at most `32 * 32 * 128 * 128 = 2^24`, still exact in f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let low = _mm256_set1_epi8(0x0f);
+    let thirty_two = _mm256_set1_epi8(32);
+    for (b, a) in w.iter().zip(x) {
+        let mut sumi = _mm256_setzero_si256();
+        let halves =
+            b.ql.as_chunks::<64>()
+                .0
+                .iter()
+                .zip(b.qh.as_chunks::<32>().0)
+                .zip(a.qs.as_chunks::<128>().0)
+                .zip(b.scales.as_chunks::<8>().0);
+        for (((ql, qh), y), sc) in halves {
+            let [ql_a, ql_b] = ql.as_chunks::<32>().0 else {
+                continue;
+            };
+            let (ql_a, ql_b) = (load32(ql_a), load32(ql_b));
+            let h = load32(qh);
+            // Values 0..32, 32..64, 64..96, 96..128 of the half.
+            let v = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql_a, low),
+                    _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x03)), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql_b, low),
+                    _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x0c)), 2),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low),
+                    _mm256_and_si256(h, _mm256_set1_epi8(0x30)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low),
+                    _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0xc0u8 as i8)), 2),
+                ),
+            ];
+            for (c, (v, y)) in v.iter().zip(y.as_chunks::<32>().0).enumerate() {
+                let y = load32i(y);
+                let p = _mm256_sub_epi16(
+                    _mm256_maddubs_epi16(*v, y),
+                    _mm256_maddubs_epi16(thirty_two, y),
+                );
+                // Values 0..16 of this chunk take scale 2c, values 16..32 scale 2c + 1.
+                let s = _mm256_set_m128i(
+                    _mm_set1_epi16(i16::from(sc[2 * c + 1])),
+                    _mm_set1_epi16(i16::from(sc[2 * c])),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+            }
+        }
+        let d = f16x1(b.d) * a.d();
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dequant_k::get_scale_min_k4;
+
+    #[test]
+    fn scales_mins_match_reference_unpacking() {
+        let mut state = 0x1234_5678u32;
+        for _ in 0..1000 {
+            let packed: [u8; 12] = core::array::from_fn(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            });
+            let (s, m) = scales_mins_k4(&packed);
+            for j in 0..8 {
+                assert_eq!((s[j], m[j]), get_scale_min_k4(j, &packed), "{packed:?} {j}");
+            }
+        }
+    }
+}
