@@ -8,21 +8,12 @@
 #![allow(clippy::unwrap_used)]
 
 use burn::tensor::Device;
+use common::{data, ids, models};
 use ember_gguf::GgufFile;
 use ember_model::Model;
 use serde_json::Value;
 
-fn data(p: &str) -> String {
-    format!("{}/../../tests/data/{p}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+mod common;
 
 /// Argmax with the lowest id winning an exact tie (as the reference was made).
 fn argmax(row: &[f32]) -> u32 {
@@ -33,30 +24,6 @@ fn argmax(row: &[f32]) -> u32 {
         }
     }
     best as u32
-}
-
-/// (path, reference stem) of every model with reference data.
-fn models() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let shared = format!("{}/../../../shared/models", env!("CARGO_MANIFEST_DIR"));
-    for dir in [data("models"), shared] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut paths: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
-        paths.sort();
-        for p in paths {
-            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
-            if !stem.starts_with("tiny-deepseek") && !out.iter().any(|(_, s)| *s == stem) {
-                out.push((p.to_str().unwrap().to_owned(), stem));
-            }
-        }
-    }
-    match std::env::var("EMBER_SMOLLM2") {
-        Ok(p) => out.push((p, "smollm2-135m-instruct-q4_1".to_owned())),
-        Err(_) => eprintln!("SKIP smollm2: EMBER_SMOLLM2 not set (scripts/test.sh sets it)"),
-    }
-    out
 }
 
 #[derive(Debug, Default)]

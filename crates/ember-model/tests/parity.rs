@@ -5,21 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 use burn::tensor::Device;
+use common::{data, ids, models};
 use ember_gguf::GgufFile;
 use ember_model::Model;
 use serde_json::Value;
 
-fn data(p: &str) -> String {
-    format!("{}/../../tests/data/{p}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+mod common;
 
 /// Returns (rms diff, max diff, greedy agreements, decided steps) over all records.
 fn check(path: &str, stem: &str) -> (f32, f32, usize, usize) {
@@ -62,30 +53,6 @@ fn check(path: &str, stem: &str) -> (f32, f32, usize, usize) {
         }
     }
     ((sq / n as f64).sqrt() as f32, max, agree, decided)
-}
-
-/// Every llama/qwen2 model with reference data: the copies in tests/data, all of ../shared/models
-/// when that folder is beside the checkout (every quant type), and SmolLM2 when fetched.
-fn models() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let shared = format!("{}/../../../shared/models", env!("CARGO_MANIFEST_DIR"));
-    for dir in [data("models"), shared] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
-            if !stem.starts_with("tiny-deepseek") && !out.iter().any(|(_, s)| *s == stem) {
-                out.push((p.to_str().unwrap().to_owned(), stem));
-            }
-        }
-    }
-    match std::env::var("EMBER_SMOLLM2") {
-        Ok(p) => out.push((p, "smollm2-135m-instruct-q4_1".to_owned())),
-        Err(_) => eprintln!("SKIP smollm2 parity: EMBER_SMOLLM2 not set (scripts/test.sh sets it)"),
-    }
-    out
 }
 
 #[test]

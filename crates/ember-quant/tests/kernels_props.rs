@@ -13,6 +13,8 @@
 //! The worst observed error / bound ratios are printed.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::Rng;
 use std::ops::Range;
 
 use ember_quant::{
@@ -28,39 +30,6 @@ use GgmlType::*;
 const WEIGHT_TYPES: [GgmlType; 13] = [
     F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
 ];
-
-struct Rng(u64);
-
-impl Rng {
-    fn u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 16) as u32
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.u32() & 0xff_ffff) as f32 / 16_777_216.0
-    }
-    /// Roughly normal, with rare outliers like real activations.
-    fn normal(&mut self) -> f32 {
-        let g = self.uniform() + self.uniform() + self.uniform() + self.uniform() - 2.0;
-        if self.u32().is_multiple_of(64) {
-            g * 20.0
-        } else {
-            g
-        }
-    }
-    /// `±[1, 2) * 2^e`, `e` in `lo..=hi`.
-    fn scale(&mut self, lo: i32, hi: i32) -> f32 {
-        let m = 1.0 + (self.u32() & 0xffff) as f32 / 65536.0;
-        let e = lo + (self.u32() % (hi - lo + 1) as u32) as i32;
-        let s = if self.u32() & 1 == 1 { -1.0 } else { 1.0 };
-        s * m * 2f32.powi(e)
-    }
-    fn half(&mut self, lo: i32, hi: i32) -> [u8; 2] {
-        f16::from_f32(self.scale(lo, hi)).to_bits().to_le_bytes()
-    }
-}
 
 /// Random bytes with every scale field set to a finite value of realistic size (weights around
 /// 2^-4; K-quant super-block scales near 2^-9 so that `d * scale * q` is too).

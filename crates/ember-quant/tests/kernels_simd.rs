@@ -14,6 +14,8 @@
 //! is off by a whole term and fails.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::Rng;
 use ember_quant::kernels::{Kernels, matmul_rows_with, row_kernel, row_kernel_for, vec_dot_with};
 use ember_quant::{
     GgmlType, QuantizedActivations, dequantize, quantize_activation, vec_dot, vec_dot_type,
@@ -25,28 +27,6 @@ use GgmlType::*;
 /// The types with SIMD kernels, then the rest (which must fall back to the scalar kernel).
 const SIMD_TYPES: [GgmlType; 6] = [Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K];
 const OTHER_TYPES: [GgmlType; 7] = [F32, F16, BF16, Q5_0, Q5_1, Q2_K, Q3_K];
-
-struct Rng(u64);
-
-impl Rng {
-    fn u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 16) as u32
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.u32() & 0xff_ffff) as f32 / 16_777_216.0
-    }
-    fn normal(&mut self) -> f32 {
-        let g = self.uniform() + self.uniform() + self.uniform() + self.uniform() - 2.0;
-        if self.u32().is_multiple_of(64) {
-            g * 20.0
-        } else {
-            g
-        }
-    }
-}
 
 /// How the f16 scale fields of the weights are drawn.
 #[derive(Clone, Copy, Debug)]
