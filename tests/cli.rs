@@ -623,3 +623,49 @@ fn run_without_model_uses_the_cached_default() {
     }
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// `emberd bench`: the table, then one JSON object as the last line with the contract's fields.
+#[test]
+fn bench_reports_speed_memory_and_roofline() {
+    let model = tiny_llama();
+    let args = [
+        "bench",
+        "--model",
+        &model,
+        "--threads",
+        "1",
+        "--prompt-tokens",
+        "16",
+        "--gen-tokens",
+        "4",
+        "--repeat",
+        "1",
+        "--json",
+    ];
+    let out = run(&args, b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = out.text();
+    assert!(
+        text.contains("| pp16 |") && text.contains("| tg4 |"),
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    for key in [
+        "prefill_tok_s",
+        "decode_tok_s",
+        "ttft_ms",
+        "load_ms",
+        "peak_rss_mib",
+        "bandwidth_gb_s",
+        "roofline_fraction",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    assert_eq!(v["threads"], 1);
+    let file_len = std::fs::metadata(&model).unwrap().len();
+    assert!(v["weight_bytes_per_token"].as_u64().unwrap() <= file_len);
+    assert_clean_error(
+        &run(&["bench", "--model", &model, "--repeat", "0"], b""),
+        "--repeat",
+    );
+}

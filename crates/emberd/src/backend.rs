@@ -17,6 +17,21 @@ pub enum Backend {
     Wgpu,
 }
 
+/// Sizes the global worker pool (burn-flex and ember's kernels share it): `threads`, else one per
+/// core. Returns the number of threads.
+pub fn init_threads(threads: Option<usize>) -> Result<usize> {
+    if let Some(n) = threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("thread pool")?;
+    }
+    Ok(rayon::current_num_threads())
+}
+
 /// The device for `backend`, or a clear error when it cannot be had.
 pub fn device(backend: Backend) -> Result<Device> {
     match backend {

@@ -1,7 +1,7 @@
 //! `emberd`: the ember daemon and command-line tool.
 //!
 //! Subcommands are a contract other programs call (see the README): `info`, `tokenize`,
-//! `detokenize`, `template`. Every failure is one line on stderr and exit code 2; nothing from
+//! `detokenize`, `template`, `run`, `bench`. Every failure is one line on stderr and exit code 2; nothing from
 //! outside may make it panic.
 
 mod backend;
@@ -27,6 +27,8 @@ enum Command {
     Tokenize(cmd::text::TokenizeArgs),
     /// Generate a continuation of a prompt (or a chat answer with --chat).
     Run(Box<cmd::run::RunArgs>),
+    /// Measure prefill and decode speed (llama-bench style), load time, peak RSS, roofline.
+    Bench(Box<cmd::bench::BenchArgs>),
     /// Read a JSON array of token ids on stdin, print the text.
     Detokenize(cmd::text::DetokenizeArgs),
     /// Read `{"messages":[...],"add_generation_prompt":true}` on stdin, print the rendered prompt.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(&a),
         Command::Run(a) => cmd::run::run(&a),
+        Command::Bench(a) => cmd::bench::run(&a),
         Command::Tokenize(a) => cmd::text::tokenize(&a),
         Command::Detokenize(a) => cmd::text::detokenize(&a),
         Command::Template(a) => cmd::text::template(&a),

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod bench;
 pub mod info;
 pub mod run;
 pub mod text;

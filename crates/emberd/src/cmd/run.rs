@@ -76,15 +76,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    if let Some(n) = args.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("thread pool")?;
-    }
+    backend::init_threads(args.threads)?;
     let device = backend::device(args.backend)?;
     let path = match &args.model {
         Some(p) => p.clone(),
