@@ -109,12 +109,15 @@ fn greedy_matches_llama_cpp_on_cpu() {
     check_all(&Device::flex(), |_| true);
 }
 
-/// On the GPU (software Vulkan in CI): at least the F16 and Q8_0 models, and SmolLM2.
+/// On the GPU: the F16 and Q8_0 tiny models (CI runs Mesa's software Vulkan on 2 cores, where
+/// SmolLM2's 432 greedy steps take many minutes; on a real GPU set `EMBER_TEST_WGPU_ALL=1` to run
+/// every model).
 #[cfg(feature = "wgpu")]
 #[test]
 fn greedy_matches_llama_cpp_on_wgpu() {
     let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    let all = std::env::var_os("EMBER_TEST_WGPU_ALL").is_some();
     check_all(&device, |s| {
-        s.ends_with("-f16") || s.ends_with("-q8_0") || s.starts_with("smollm2")
+        all || (s.starts_with("tiny-") && (s.ends_with("-f16") || s.ends_with("-q8_0")))
     });
 }
