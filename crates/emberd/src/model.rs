@@ -50,8 +50,11 @@ fn describe(file: &GgufFile) -> String {
         .map_or_else(|| "model".to_owned(), |p| p.display().to_string())
 }
 
-/// The default model (`default = true` in models/), from the cache or fetched into it, its sha256
-/// checked either way.
-pub fn default_model() -> Result<std::path::PathBuf> {
-    crate::fetch::default_model()
+/// The model file to use: `--model` when given, else the default model (`default = true` in
+/// models/), from the cache or fetched into it, its sha256 checked either way.
+pub fn resolve(model: Option<&Path>) -> Result<std::path::PathBuf> {
+    match model {
+        Some(p) => Ok(p.to_owned()),
+        None => crate::fetch::default_model(),
+    }
 }

@@ -47,10 +47,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let threads = backend::init_threads(args.threads)?;
     let device = backend::device(args.backend)?;
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => model::default_model()?,
-    };
+    let path = model::resolve(args.model.as_deref())?;
     let t_load = Instant::now();
     let file = model::open(&path)?;
     let m = backend::load_model(&file, &device, args.backend, &path.display().to_string())?;

@@ -78,10 +78,7 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> Result<()> {
     backend::init_threads(args.threads)?;
     let device = backend::device(args.backend)?;
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => model::default_model()?,
-    };
+    let path = model::resolve(args.model.as_deref())?;
     let t_load = Instant::now();
     let file = model::open(&path)?;
     let tok = model::tokenizer(&file)?;
