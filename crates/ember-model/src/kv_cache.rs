@@ -6,42 +6,56 @@
 use crate::config::ModelConfig;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions};
 
-/// K and V of one layer.
+/// K and V of one layer. The tensors are held in `Option`s so that the fused CPU attention can take
+/// them, write the new rows in place (a uniquely owned tensor is not copied) and put them back.
 #[derive(Debug)]
 pub struct LayerCache {
-    k: Tensor<3>,
-    v: Tensor<3>,
+    k: Option<Tensor<3>>,
+    v: Option<Tensor<3>>,
+    shape: [usize; 3],
+    device: Device,
 }
 
 impl LayerCache {
+    fn new(shape: [usize; 3], device: &Device) -> Self {
+        LayerCache {
+            k: Some(Tensor::zeros(shape, f16(device))),
+            v: Some(Tensor::zeros(shape, f16(device))),
+            shape,
+            device: device.clone(),
+        }
+    }
+
+    /// Takes K and V out (give them back with [`LayerCache::put`]). If a previous taker never gave
+    /// them back (it panicked), the cache starts over empty rather than failing.
+    pub(crate) fn take(&mut self) -> (Tensor<3>, Tensor<3>) {
+        let fresh = || Tensor::zeros(self.shape, f16(&self.device));
+        let k = self.k.take().unwrap_or_else(fresh);
+        let v = self.v.take().unwrap_or_else(fresh);
+        (k, v)
+    }
+
+    pub(crate) fn put(&mut self, k: Tensor<3>, v: Tensor<3>) {
+        (self.k, self.v) = (Some(k), Some(v));
+    }
+
     /// Writes `k`, `v` (`[Hkv, T, D]`, f32, stored rounded to f16) at positions `start..start+T` and
-    /// returns the filled prefix
-    /// `0..start+T` of both as f32.
+    /// returns the filled prefix `0..start+T` of both as f32.
     pub fn append(&mut self, start: usize, k: Tensor<3>, v: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
         let [hkv, t, d] = k.dims();
         let end = start + t;
-        self.k = self
-            .k
-            .clone()
-            .slice_assign([0..hkv, start..end, 0..d], k.cast(self.k.dtype()));
-        self.v = self
-            .v
-            .clone()
-            .slice_assign([0..hkv, start..end, 0..d], v.cast(self.v.dtype()));
-        (
-            self.k
-                .clone()
-                .slice([0..hkv, 0..end, 0..d])
-                .cast(DType::F32),
-            self.v
-                .clone()
-                .slice([0..hkv, 0..end, 0..d])
-                .cast(DType::F32),
-        )
+        let (kc, vc) = self.take();
+        let (k, v) = (k.cast(kc.dtype()), v.cast(vc.dtype()));
+        let kc = kc.slice_assign([0..hkv, start..end, 0..d], k);
+        let vc = vc.slice_assign([0..hkv, start..end, 0..d], v);
+        let prefix = |c: &Tensor<3>| c.clone().slice([0..hkv, 0..end, 0..d]).cast(DType::F32);
+        let out = (prefix(&kc), prefix(&vc));
+        self.put(kc, vc);
+        out
     }
 
     pub fn device(&self) -> Device {
-        self.k.device()
+        self.device.clone()
     }
 }
 
@@ -63,10 +77,7 @@ impl KvCache {
     pub fn new(cfg: &ModelConfig, n_ctx: usize, device: &Device) -> Self {
         let shape = [cfg.n_head_kv, n_ctx, cfg.head_dim];
         let layers = (0..cfg.n_layer)
-            .map(|_| LayerCache {
-                k: Tensor::zeros(shape, f16(device)),
-                v: Tensor::zeros(shape, f16(device)),
-            })
+            .map(|_| LayerCache::new(shape, device))
             .collect();
         KvCache {
             layers,

@@ -4,13 +4,17 @@
 //! (`build_norm`, `build_attn`, `build_ffn`) and `ggml_rope_ext`.
 
 use crate::config::{ModelConfig, RopeKind};
+use crate::cpu_ops::{self, AttnParams};
 use crate::kv_cache::LayerCache;
-use crate::qlinear::QLinear;
+use crate::qlinear::{QLinear, on_cpu};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 /// `x / sqrt(mean(x²) + eps) * w` over the last dimension of `[T, n]`.
 pub fn rms_norm(x: Tensor<2>, w: &Tensor<1>, eps: f32) -> Tensor<2> {
+    if on_cpu(&x.device()) {
+        return cpu_ops::rms_norm(x, w, eps);
+    }
     let ms = x.clone().powi_scalar(2).mean_dim(1);
     x / (ms + eps).sqrt() * w.clone().unsqueeze::<2>()
 }
@@ -128,9 +132,37 @@ impl Attention {
         let cfg = a.cfg;
         let [t, _] = x.dims();
         let (h, hkv, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
-        let q = bias(self.wq.forward(x.clone()), &self.bq).reshape([t, h, d]);
-        let k = bias(self.wk.forward(x.clone()), &self.bk).reshape([t, hkv, d]);
-        let v = bias(self.wv.forward(x), &self.bv).reshape([t, hkv, d]);
+        let q = bias(self.wq.forward(x.clone()), &self.bq);
+        let k = bias(self.wk.forward(x.clone()), &self.bk);
+        let v = bias(self.wv.forward(x.clone()), &self.bv);
+        if on_cpu(&x.device()) {
+            let half = a.rope.dim / 2;
+            let (kc, vc) = cache.take();
+            let (out, kc, vc) = cpu_ops::attention(
+                q,
+                k,
+                v,
+                kc,
+                vc,
+                a.cos.clone().reshape([t, half]),
+                a.sin.clone().reshape([t, half]),
+                AttnParams {
+                    n_head: h,
+                    n_head_kv: hkv,
+                    head_dim: d,
+                    rope_dim: a.rope.dim,
+                    neox: a.rope.kind == RopeKind::Neox,
+                    start: a.start,
+                },
+            );
+            cache.put(kc, vc);
+            return self.wo.forward(out);
+        }
+        let (q, k, v) = (
+            q.reshape([t, h, d]),
+            k.reshape([t, hkv, d]),
+            v.reshape([t, hkv, d]),
+        );
         let q = a.rope.apply(q, a.cos, a.sin);
         let k = a.rope.apply(k, a.cos, a.sin);
         let len = a.start + t;
@@ -175,7 +207,10 @@ pub struct FeedForward {
 
 impl FeedForward {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.down
-            .forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+        let (gate, up) = (self.gate.forward(x.clone()), self.up.forward(x));
+        if on_cpu(&gate.device()) {
+            return self.down.forward(cpu_ops::swiglu(gate, up));
+        }
+        self.down.forward(silu(gate) * up)
     }
 }

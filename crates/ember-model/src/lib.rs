@@ -6,6 +6,7 @@
 
 mod arch;
 mod config;
+mod cpu_ops;
 mod error;
 mod kv_cache;
 mod layers;

@@ -3,7 +3,8 @@
 //! as a backend-extension op (`QuantOps`). The kernels follow llama.cpp's CPU path: each activation
 //! row is quantized once to the weight type's vec-dot type (Q8_0 / Q8_1 / Q8_K / F16) and dotted
 //! with integer sums, so the numerics track llama.cpp's, not a dequantize-to-f32 model's.
-//! A faster kernel drops in behind `ember_quant::matmul_rows` without touching model code.
+//! Rows are split across `ember_quant::pool`, whose workers spin between the many small products of
+//! a decode step instead of sleeping.
 //!
 //! On GPU devices (the `wgpu` feature) the extension has no CubeCL kernel yet: weights are
 //! dequantized once at load to F16 and multiplied with Burn's matmul (see [`Weight::Dense`]).
@@ -16,8 +17,8 @@ use burn::tensor::{
     AllocationProperty, Bytes, DType, Device, Int, Shape, Tensor, TensorCreationOptions, TensorData,
 };
 use ember_gguf::{GgufFile, TensorInfo};
-use ember_quant::{GgmlType, QuantizedActivations, matmul_rows};
-use rayon::prelude::*;
+use ember_quant::kernels::Kernels;
+use ember_quant::{GgmlType, QuantizedActivations};
 
 /// Burn backend extension: `x [m, k] · Wᵀ` for a weight of `n` rows of `k` values of type `ty`,
 /// stored as raw GGUF bytes.
@@ -51,37 +52,17 @@ impl QuantOps for Flex {
     }
 }
 
-/// Rows of the weight per parallel task: small enough to spread over the cores, large enough that
-/// scheduling costs nothing next to the dot products.
-const ROWS_PER_TASK: usize = 32;
-
-/// The kernel on plain slices. Shapes were validated when the layer was built, so a size error here
-/// is an ember bug; it is logged and yields zeros rather than taking the process down.
+/// The kernel on plain slices, on ember-quant's thread pool. Shapes were validated when the layer
+/// was built, so a size error here is an ember bug; it is logged and yields zeros rather than taking
+/// the process down.
 fn q_matmul_slices(ty: GgmlType, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
-    let xq = match QuantizedActivations::new(ty, x, m, k) {
-        Ok(xq) => xq,
-        Err(e) => {
-            tracing_error(&e);
-            return out;
-        }
-    };
-    let chunks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(ROWS_PER_TASK))
-        .into_par_iter()
-        .map(|c| {
-            let rows = c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(n);
-            let mut part = vec![0f32; m * rows.len()];
-            if let Err(e) = matmul_rows(ty, w, k, &xq, rows.clone(), &mut part) {
-                tracing_error(&e);
-            }
-            (rows.start, part)
-        })
-        .collect();
-    for (start, part) in chunks {
-        let len = part.len() / m.max(1);
-        for i in 0..m {
-            out[i * n + start..i * n + start + len].copy_from_slice(&part[i * len..(i + 1) * len]);
-        }
+    let result = QuantizedActivations::new(ty, x, m, k).and_then(|xq| {
+        ember_quant::pool::global().matmul(Kernels::active(), ty, w, k, &xq, &mut out)
+    });
+    if let Err(e) = result {
+        tracing_error(&e);
+        out.fill(0.0);
     }
     out
 }
@@ -136,7 +117,7 @@ impl QLinear {
         let bytes = file
             .tensor_bytes(info)
             .ok_or_else(|| bad("data outside the file".into()))?;
-        let w = if runs_block_kernels(device) {
+        let w = if on_cpu(device) {
             let len = bytes.len();
             let data = TensorData::from_bytes(
                 Bytes::from_shared(bytes, AllocationProperty::File),
@@ -192,9 +173,9 @@ impl QLinear {
     }
 }
 
-/// Whether `device` multiplies GGUF blocks with ember's CPU kernels (the `QuantOps` extension is
-/// implemented for Flex only); other devices get dequantized weights.
-fn runs_block_kernels(device: &Device) -> bool {
+/// Whether `device` is the CPU (Flex), where ember's extensions (`QuantOps` block kernels, the
+/// fused `CpuOps`) run; other devices get dequantized weights and Burn's composed ops.
+pub(crate) fn on_cpu(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Flex(_))
 }
 

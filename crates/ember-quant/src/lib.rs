@@ -9,6 +9,7 @@ mod dequant;
 pub mod dequant_k;
 mod error;
 pub mod kernels;
+pub mod pool;
 mod types;
 
 pub use blocks::{

@@ -17,19 +17,22 @@ pub enum Backend {
     Wgpu,
 }
 
-/// Sizes the global worker pool (burn-flex and ember's kernels share it): `threads`, else one per
-/// core. Returns the number of threads.
+/// Sizes the thread pools: ember's kernel pool (the quantized products) and rayon's global pool
+/// (burn-flex's own parallel ops) get `threads` threads each, by default one per physical core
+/// (SMT siblings share a core's load units, and decode is bound by memory). Only one pool runs at
+/// a time. Returns the number of threads.
 pub fn init_threads(threads: Option<usize>) -> Result<usize> {
-    if let Some(n) = threads {
-        if n == 0 {
-            anyhow::bail!("--threads must be at least 1");
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("thread pool")?;
-    }
-    Ok(rayon::current_num_threads())
+    let n = match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => ember_quant::pool::default_threads(),
+    };
+    ember_quant::pool::set_global_threads(n);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .context("thread pool")?;
+    Ok(ember_quant::pool::global().threads())
 }
 
 /// The device for `backend`, or a clear error when it cannot be had.
