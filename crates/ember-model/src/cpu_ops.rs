@@ -142,7 +142,10 @@ impl CpuOps for Flex {
         }
         let half = p.rope_dim / 2;
         for i in 0..t {
-            let (c, s) = (&cos[i * half..(i + 1) * half], &sin[i * half..(i + 1) * half]);
+            let (c, s) = (
+                &cos[i * half..(i + 1) * half],
+                &sin[i * half..(i + 1) * half],
+            );
             for head in q[i * h * d..(i + 1) * h * d].chunks_exact_mut(d) {
                 rope(head, c, s, p.neox);
             }
@@ -291,7 +294,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], neox: bool) {
     let half = cos.len();
     for (i, (&c, &s)) in cos.iter().zip(sin).enumerate() {
-        let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+        let (a, b) = if neox {
+            (i, i + half)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x0, x1) = (x[a], x[b]);
         x[a] = x0 * c - x1 * s;
         x[b] = x0 * s + x1 * c;
@@ -373,7 +380,9 @@ impl Out {
     unsafe fn write(&self, start: usize, values: &[f32]) {
         if start + values.len() <= self.1 {
             // SAFETY: in bounds (checked); disjoint per the caller's contract.
-            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(start), values.len()) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(start), values.len())
+            };
         }
     }
 }

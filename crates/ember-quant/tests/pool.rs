@@ -37,7 +37,10 @@ fn pool_matmul_equals_the_serial_product() {
     for threads in [1, 2, 3] {
         let pool = Pool::new(threads);
         for (ty, make) in [
-            (GgmlType::Q4_0, q4_0 as fn(&mut Rng, usize, usize) -> Vec<u8>),
+            (
+                GgmlType::Q4_0,
+                q4_0 as fn(&mut Rng, usize, usize) -> Vec<u8>,
+            ),
             (GgmlType::Q8_0, q8_0),
         ] {
             for n in [1, 2, 15, 16, 17, 33, 257, 1000] {
@@ -72,14 +75,23 @@ fn pool_matmul_rejects_bad_sizes_without_writing() {
     let kernels = Kernels::active();
     // Output of the wrong size.
     let mut out = vec![1.5f32; m * n + 1];
-    assert!(pool.matmul(kernels, GgmlType::Q8_0, &w, k, &xq, &mut out).is_err());
+    assert!(
+        pool.matmul(kernels, GgmlType::Q8_0, &w, k, &xq, &mut out)
+            .is_err()
+    );
     assert!(out.iter().all(|&v| v == 1.5));
     // Weight bytes that are not whole rows.
     let mut out = vec![1.5f32; m * n];
-    assert!(pool.matmul(kernels, GgmlType::Q8_0, &w[..w.len() - 1], k, &xq, &mut out).is_err());
+    assert!(
+        pool.matmul(kernels, GgmlType::Q8_0, &w[..w.len() - 1], k, &xq, &mut out)
+            .is_err()
+    );
     assert!(out.iter().all(|&v| v == 1.5));
     // Activations quantized for another weight type.
     let xq4 = QuantizedActivations::new(GgmlType::Q4_1, &x, m, k).unwrap();
-    assert!(pool.matmul(kernels, GgmlType::Q8_0, &w, k, &xq4, &mut out).is_err());
+    assert!(
+        pool.matmul(kernels, GgmlType::Q8_0, &w, k, &xq4, &mut out)
+            .is_err()
+    );
     assert!(out.iter().all(|&v| v == 1.5));
 }
