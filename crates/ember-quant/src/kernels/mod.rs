@@ -7,11 +7,15 @@
 //! every output is one `vec_dot` of a weight row with an activation row ([`vec_dot`],
 //! [`matmul_rows`]). The kernels here are plain scalar Rust following ggml's `*_generic` C (see
 //! `dot_legacy.rs` and `dot_k.rs` for exactly which, and [`activation`] for which quantizer): the
-//! reference. On x86-64 CPUs with AVX2, FMA and F16C (detected at run time, once) [`row_kernel`]
-//! hands out SIMD kernels (`x86.rs`) for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K instead; they compute
-//! the same exact integer block sums and differ from the scalar ones only in float summation order
-//! (last bits). [`Kernels`] selects explicitly; `EMBER_KERNELS=scalar` forces the scalar reference
-//! everywhere.
+//! reference. SIMD kernel sets for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights, chosen at run
+//! time (detected once, never from the compile-time target CPU, so one binary serves a Pi 4 and a
+//! Pi 5): on x86-64, [`Kernels::Avx2`] (AVX2 + FMA + F16C, `x86.rs`); on aarch64 (`aarch64.rs`),
+//! [`Kernels::Neon`] (baseline NEON, e.g. Cortex-A72), [`Kernels::NeonDotprod`] (`sdot`, e.g.
+//! Cortex-A76, Jetson Orin) and [`Kernels::NeonI8mm`] (`sdot` rows plus `smmla` 2×2 tiles for
+//! matrix-matrix products). [`row_kernel`] hands them out instead of the scalar kernels; they
+//! compute the same exact integer block sums and differ from the scalar ones only in float
+//! summation order (last bits). [`Kernels`] selects explicitly; `EMBER_KERNELS` overrides the
+//! detected set (`scalar` forces the scalar reference everywhere; see [`Kernels::active`]).
 //!
 //! Every entry point validates all lengths before touching data and returns [`QuantError`] on any
 //! mismatch; nothing here panics on caller input.
@@ -21,6 +25,9 @@ mod dot_k;
 mod dot_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+// The kernels reinterpret little-endian block fields (Q8_K's i16 sums) as vector lanes.
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod aarch64;
 
 use std::fmt;
 use std::ops::Range;
@@ -264,16 +271,70 @@ pub fn matmul_rows_with(
     let w = weight
         .get(rows.start * row_bytes..rows.end * row_bytes)
         .unwrap_or_default();
-    // Weight rows outermost: each row is read from memory once and dotted with every activation
-    // row while it is in cache.
-    for (j, w_row) in w.chunks_exact(row_bytes).enumerate() {
-        for (i, x_row) in xq.data.chunks_exact(xq.row_bytes).enumerate() {
-            if let Some(o) = out.get_mut(i * nr + j) {
-                *o = kernel(w_row, x_row);
+    let tile = if xq.m >= 2 && nr >= 2 {
+        tile_kernel_for(kernels, weight_ty)
+    } else {
+        None
+    };
+    match tile {
+        Some(tile) => tiled(w, row_bytes, xq, nr, out, kernel, tile),
+        None => {
+            // Weight rows outermost: each row is read from memory once and dotted with every
+            // activation row while it is in cache.
+            for (j, w_row) in w.chunks_exact(row_bytes).enumerate() {
+                for (i, x_row) in xq.data.chunks_exact(xq.row_bytes).enumerate() {
+                    if let Some(o) = out.get_mut(i * nr + j) {
+                        *o = kernel(w_row, x_row);
+                    }
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The matrix-matrix product by 2×2 tiles (two weight rows × two activation rows per call, so each
+/// weight block is unpacked once for two activations and each activation block loaded once for two
+/// weights); an odd last weight row or activation row goes through the row kernel. Lengths were
+/// validated by [`matmul_rows_with`]: `w` holds `nr` rows of `row_bytes`, `out` `xq.m * nr` values.
+fn tiled(
+    w: &[u8],
+    row_bytes: usize,
+    xq: &QuantizedActivations,
+    nr: usize,
+    out: &mut [f32],
+    kernel: RowKernel,
+    tile: TileKernel,
+) {
+    let x_rows: Vec<&[u8]> = xq.data.chunks_exact(xq.row_bytes).collect();
+    let w_rows: Vec<&[u8]> = w.chunks_exact(row_bytes).collect();
+    let mut set = |i: usize, j: usize, v: f32| {
+        if let Some(o) = out.get_mut(i * nr + j) {
+            *o = v;
+        }
+    };
+    for (jp, wp) in w_rows.chunks(2).enumerate() {
+        let j = 2 * jp;
+        for (ip, xp) in x_rows.chunks(2).enumerate() {
+            let i = 2 * ip;
+            match (wp, xp) {
+                (&[w0, w1], &[x0, x1]) => {
+                    let [[a, b], [c, d]] = tile([w0, w1], [x0, x1]);
+                    set(i, j, a);
+                    set(i + 1, j, b);
+                    set(i, j + 1, c);
+                    set(i + 1, j + 1, d);
+                }
+                _ => {
+                    for (dj, w_row) in wp.iter().enumerate() {
+                        for (di, x_row) in xp.iter().enumerate() {
+                            set(i + di, j + dj, kernel(w_row, x_row));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// IEEE half (little-endian bytes) to f32, exactly; the same values as [`crate::blocks::f16_le`].
@@ -308,10 +369,15 @@ pub(crate) fn fp16_le(bytes: [u8; 2]) -> f32 {
 /// side, so a mismatch could only give a wrong number, never a panic.
 pub type RowKernel = fn(&[u8], &[u8]) -> f32;
 
+/// A 2×2 tile kernel for matrix-matrix products: the dots of two weight rows with two activation
+/// rows, `[[w0·x0, w0·x1], [w1·x0, w1·x1]]`, each equal (up to float summation order) to the row
+/// kernel's. Lengths validated as for [`RowKernel`].
+pub type TileKernel = fn([&[u8]; 2], [&[u8]; 2]) -> [[f32; 2]; 2];
+
 /// Activation converter: `(row, out bytes)`, lengths validated as for [`RowKernel`].
 type ActivationKernel = fn(&[f32], &mut [u8]);
 
-/// A set of row kernels.
+/// A set of row kernels (and, for some, 2×2 tile kernels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Kernels {
@@ -320,26 +386,65 @@ pub enum Kernels {
     /// x86-64 AVX2 + FMA + F16C for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights, scalar for the
     /// other types.
     Avx2,
+    /// aarch64 baseline NEON (every 64-bit Arm CPU, e.g. the Raspberry Pi 4's Cortex-A72): byte
+    /// products widened to i16 and accumulated in i32, for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K
+    /// weights, scalar for the other types.
+    Neon,
+    /// aarch64 NEON with the dot-product extension (FEAT_DotProd, `sdot`: the Pi 5's Cortex-A76,
+    /// Jetson Orin's Cortex-A78AE) for the same types as [`Kernels::Neon`].
+    NeonDotprod,
+    /// [`Kernels::NeonDotprod`]'s row kernels plus 2×2 tile kernels ([`tile_kernel_for`]) on the
+    /// int8 matrix-multiply extension (FEAT_I8MM, `smmla`: Cortex-A710/X2 and later, Neoverse
+    /// V1/N2) for the same types.
+    NeonI8mm,
 }
 
 impl Kernels {
-    /// The fastest set this CPU runs (detected once).
+    /// Every set, each architecture's from slowest to fastest.
+    pub const ALL: [Kernels; 5] = [
+        Kernels::Scalar,
+        Kernels::Avx2,
+        Kernels::Neon,
+        Kernels::NeonDotprod,
+        Kernels::NeonI8mm,
+    ];
+
+    /// The fastest set this CPU runs (CPU features are detected once).
     pub fn detected() -> Kernels {
-        #[cfg(target_arch = "x86_64")]
-        if x86::available() {
-            return Kernels::Avx2;
-        }
-        Kernels::Scalar
+        Kernels::ALL
+            .into_iter()
+            .rev()
+            .find(|k| k.is_available())
+            .unwrap_or(Kernels::Scalar)
     }
 
     /// The set [`vec_dot`], [`matmul_rows`] and [`row_kernel`] use: [`Kernels::detected`], unless the
-    /// environment variable `EMBER_KERNELS` is `scalar` (read once, at the first call).
+    /// environment variable `EMBER_KERNELS` names another set this CPU runs (see
+    /// [`Kernels::from_name`]): `scalar` forces the scalar reference, `neon` the baseline NEON
+    /// kernels on a CPU with dotprod, and so on. An unknown name, or a set this CPU cannot run,
+    /// gives the detected set. Read once, at the first call.
     pub fn active() -> Kernels {
         static ACTIVE: OnceLock<Kernels> = OnceLock::new();
-        *ACTIVE.get_or_init(|| match std::env::var("EMBER_KERNELS") {
-            Ok(v) if v.trim().eq_ignore_ascii_case("scalar") => Kernels::Scalar,
-            _ => Kernels::detected(),
+        *ACTIVE.get_or_init(|| {
+            std::env::var("EMBER_KERNELS")
+                .ok()
+                .and_then(|v| Kernels::from_name(&v))
+                .filter(|k| k.is_available())
+                .unwrap_or_else(Kernels::detected)
         })
+    }
+
+    /// The set called `name`, as its variant is spelled, case-insensitive, `-` and `_` ignored:
+    /// `scalar`, `avx2`, `neon`, `neon-dotprod`, `neon-i8mm`.
+    pub fn from_name(name: &str) -> Option<Kernels> {
+        let name: String = name
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_'))
+            .collect();
+        Kernels::ALL
+            .into_iter()
+            .find(|k| format!("{k:?}").eq_ignore_ascii_case(&name))
     }
 
     /// Whether this CPU can run this set.
@@ -348,8 +453,14 @@ impl Kernels {
             Kernels::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2 => x86::available(),
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernels::Avx2 => false,
+            #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+            Kernels::Neon => true,
+            #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+            Kernels::NeonDotprod => aarch64::dotprod(),
+            #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+            Kernels::NeonI8mm => aarch64::i8mm(),
+            // Sets of other architectures.
+            _ => false,
         }
     }
 }
@@ -374,8 +485,38 @@ pub fn row_kernel_for(kernels: Kernels, ty: GgmlType) -> Result<(GgmlType, RowKe
                 return Ok((vdt, kernel));
             }
         }
+        Kernels::Neon | Kernels::NeonDotprod | Kernels::NeonI8mm => {
+            #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+            if let Some(kernel) = aarch64::row_kernel(kernels, ty) {
+                return Ok((vdt, kernel));
+            }
+        }
     }
     Ok((vdt, scalar_kernel(ty)?))
+}
+
+/// The 2×2 tile kernel for weights of type `ty` from the set `kernels`, where the set has one and
+/// this CPU runs it; `None` means "use the row kernel". The scalar reference has none: its products
+/// are exactly the row kernel's.
+pub fn tile_kernel_for(kernels: Kernels, ty: GgmlType) -> Option<TileKernel> {
+    match kernels {
+        Kernels::Scalar => None,
+        Kernels::Avx2 => {
+            #[cfg(target_arch = "x86_64")]
+            return x86::tile_kernel(ty);
+            #[cfg(not(target_arch = "x86_64"))]
+            return {
+                let _ = ty;
+                None
+            };
+        }
+        Kernels::Neon | Kernels::NeonDotprod | Kernels::NeonI8mm => {
+            #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+            return aarch64::tile_kernel(kernels, ty);
+            #[cfg(not(all(target_arch = "aarch64", target_endian = "little")))]
+            return None;
+        }
+    }
 }
 
 /// The scalar reference kernel for `ty`.

@@ -66,6 +66,42 @@ pub(super) fn row_kernel(ty: GgmlType) -> Option<RowKernel> {
     Some(kernel)
 }
 
+/// The AVX2 2×2 tile kernel for weights of type `ty` (see [`super::TileKernel`]), or `None`.
+///
+/// Each is the row kernel's code run for two activation rows at once: every weight block is loaded
+/// and unpacked once for both (the row kernel is the one-row instance of the same function).
+pub(super) fn tile_kernel(ty: GgmlType) -> Option<super::TileKernel> {
+    if !available() {
+        return None;
+    }
+    use GgmlType::*;
+    let kernel: super::TileKernel = match ty {
+        Q4_0 => |w, x| run_tile(w, x, q4_0_x2),
+        Q4_1 => |w, x| run_tile(w, x, q4_1_x2),
+        Q8_0 => |w, x| run_tile(w, x, q8_0_x2),
+        Q4_K => |w, x| run_tile(w, x, q4_k_x2),
+        Q6_K => |w, x| run_tile(w, x, q6_k_x2),
+        _ => return None,
+    };
+    Some(kernel)
+}
+
+/// A two-activation-row AVX2 dot: `unsafe` only because of `#[target_feature]`.
+type PairKernel<W, A> = unsafe fn(&[W], [&[A]; 2]) -> [f32; 2];
+
+/// Views the rows as blocks and runs `f` for each weight row with both activation rows.
+#[inline(always)]
+fn run_tile<W: Block, A: Block>(
+    w: [&[u8]; 2],
+    x: [&[u8]; 2],
+    f: PairKernel<W, A>,
+) -> [[f32; 2]; 2] {
+    let x = x.map(|x| as_blocks::<A>(x).unwrap_or_default());
+    // SAFETY: as in `run`: `f` is one of the `#[target_feature(enable = "avx2,fma,f16c")]` kernels
+    // below, reachable only through `tile_kernel`, which checked `available()`.
+    w.map(|w| unsafe { f(as_blocks::<W>(w).unwrap_or_default(), x) })
+}
+
 /// A block-level AVX2 dot: `unsafe` only because of `#[target_feature]`.
 type BlockKernel<W, A> = unsafe fn(&[W], &[A]) -> f32;
 
@@ -177,89 +213,115 @@ fn broadcast(v: __m128, i: i32) -> __m256 {
 }
 
 /// The shape of the Q4_0 and Q8_0 dots: per block `sumi * (d_w * d_x)` with `sumi` from `int` as
-/// eight i32 lanes. Blocks go four at a time (their scales converted and multiplied together) into
-/// two accumulators, the rest one by one.
+/// eight i32 lanes, for `R` activation rows at once (each weight block is unpacked once, by
+/// `unpack`). Blocks go four at a time (their scales converted and multiplied together) into two
+/// accumulators per row, the rest one by one.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn scaled_blocks<W, A>(
-    w: &[W],
-    x: &[A],
+fn scaled_blocks<'w, W, A, U: Copy, const R: usize>(
+    w: &'w [W],
+    x: [&[A]; R],
     scales: impl Fn(&W, &A) -> ([u8; 2], [u8; 2]),
-    int: impl Fn(&W, &A) -> __m256i,
-) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
+    unpack: impl Fn(&'w W) -> U,
+    int: impl Fn(U, &A) -> __m256i,
+) -> [f32; R] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let (w4, w_rest) = w.as_chunks::<4>();
-    let (x4, x_rest) = x.as_chunks::<4>();
-    for (bw, bx) in w4.iter().zip(x4) {
-        let ds: [_; 4] = core::array::from_fn(|i| scales(&bw[i], &bx[i]));
-        let d = _mm_mul_ps(f16x4(ds.map(|d| d.0)), f16x4(ds.map(|d| d.1)));
-        for (i, (b, a)) in bw.iter().zip(bx).enumerate() {
-            let sumi = _mm256_cvtepi32_ps(int(b, a));
-            let acc = &mut acc[i & 1];
-            *acc = _mm256_fmadd_ps(broadcast(d, i as i32), sumi, *acc);
+    let x4 = x.map(|x| x.as_chunks::<4>());
+    for (c, bw) in w4.iter().enumerate() {
+        let u: [U; 4] = core::array::from_fn(|i| unpack(&bw[i]));
+        for (acc, (x4, _)) in acc.iter_mut().zip(&x4) {
+            let Some(bx) = x4.get(c) else { continue };
+            let ds: [_; 4] = core::array::from_fn(|i| scales(&bw[i], &bx[i]));
+            let d = _mm_mul_ps(f16x4(ds.map(|d| d.0)), f16x4(ds.map(|d| d.1)));
+            for (i, (u, a)) in u.iter().zip(bx).enumerate() {
+                let sumi = _mm256_cvtepi32_ps(int(*u, a));
+                let acc = &mut acc[i & 1];
+                *acc = _mm256_fmadd_ps(broadcast(d, i as i32), sumi, *acc);
+            }
         }
     }
-    for (b, a) in w_rest.iter().zip(x_rest) {
-        let (dw, dx) = scales(b, a);
-        let (dw, dx) = f16x2(dw, dx);
-        let sumi = _mm256_cvtepi32_ps(int(b, a));
-        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), sumi, acc[0]);
+    for (c, b) in w_rest.iter().enumerate() {
+        let u = unpack(b);
+        for (acc, (_, x_rest)) in acc.iter_mut().zip(&x4) {
+            let Some(a) = x_rest.get(c) else { continue };
+            let (dw, dx) = scales(b, a);
+            let (dw, dx) = f16x2(dw, dx);
+            let sumi = _mm256_cvtepi32_ps(int(u, a));
+            acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), sumi, acc[0]);
+        }
     }
-    hsum(_mm256_add_ps(acc[0], acc[1]))
+    acc.map(|[a, b]| hsum(_mm256_add_ps(a, b)))
 }
 
 /// `ggml_vec_dot_q4_0_q8_0`: per block `d_w * d_x * sumi`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+fn q4_0_n<const R: usize>(w: &[BlockQ4_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
     scaled_blocks(
         w,
         x,
         |b, a| (b.d, a.d),
-        |b, a| dot_q4_offset(nibbles(&b.qs), load32i(&a.qs)),
+        |b| nibbles(&b.qs),
+        |q, a| dot_q4_offset(q, load32i(&a.qs)),
     )
 }
 
 /// `ggml_vec_dot_q8_0_q8_0`: per block `sumi * (d_w * d_x)`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    scaled_blocks(w, x, |b, a| (b.d, a.d), |b, a| dot_i8_i8(&b.qs, &a.qs))
+fn q8_0_n<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
+    scaled_blocks(
+        w,
+        x,
+        |b, a| (b.d, a.d),
+        |b| &b.qs,
+        |q, a| dot_i8_i8(q, &a.qs),
+    )
 }
 
-/// `ggml_vec_dot_q4_1_q8_1`: per block `d_w * d_x * sumi + m * s`. Four blocks at a time: their
-/// `(d, m)` and `(d, s)` pairs are converted as eight f16s each and multiplied together, giving
-/// `d_w * d_x` in the even lanes and `m * s` in the odd ones.
+/// `ggml_vec_dot_q4_1_q8_1`: per block `d_w * d_x * sumi + m * s`, for `R` activation rows. Four
+/// blocks at a time: their `(d, m)` and `(d, s)` pairs are converted as eight f16s each and
+/// multiplied together, giving `d_w * d_x` in the even lanes and `m * s` in the odd ones.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let mut acc_ms = _mm256_setzero_ps();
+fn q4_1_n<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let mut acc_ms = [_mm256_setzero_ps(); R];
     let (w4, w_rest) = w.as_chunks::<4>();
-    let (x4, x_rest) = x.as_chunks::<4>();
+    let x4 = x.map(|x| x.as_chunks::<4>());
     let pair = |a: [u8; 2], b: [u8; 2]| i32::from_le_bytes([a[0], a[1], b[0], b[1]]);
-    for (bw, bx) in w4.iter().zip(x4) {
+    for (c, bw) in w4.iter().enumerate() {
         let [w0, w1, w2, w3] = bw.each_ref().map(|b| pair(b.d, b.m));
-        let [x0, x1, x2, x3] = bx.each_ref().map(|a| pair(a.d, a.s));
-        let p = _mm256_mul_ps(
-            _mm256_cvtph_ps(_mm_set_epi32(w3, w2, w1, w0)),
-            _mm256_cvtph_ps(_mm_set_epi32(x3, x2, x1, x0)),
-        );
-        acc_ms = _mm256_add_ps(acc_ms, p);
-        for (i, (b, a)) in bw.iter().zip(bx).enumerate() {
-            let sumi = _mm256_cvtepi32_ps(dot_u8_i8(nibbles(&b.qs), load32i(&a.qs)));
-            let dd = _mm256_permutevar8x32_ps(p, _mm256_set1_epi32(2 * i as i32));
-            let acc = &mut acc[i & 1];
-            *acc = _mm256_fmadd_ps(dd, sumi, *acc);
+        let wdm = _mm256_cvtph_ps(_mm_set_epi32(w3, w2, w1, w0));
+        let q = bw.each_ref().map(|b| nibbles(&b.qs));
+        for ((acc, acc_ms), (x4, _)) in acc.iter_mut().zip(&mut acc_ms).zip(&x4) {
+            let Some(bx) = x4.get(c) else { continue };
+            let [x0, x1, x2, x3] = bx.each_ref().map(|a| pair(a.d, a.s));
+            let p = _mm256_mul_ps(wdm, _mm256_cvtph_ps(_mm_set_epi32(x3, x2, x1, x0)));
+            *acc_ms = _mm256_add_ps(*acc_ms, p);
+            for (i, (q, a)) in q.iter().zip(bx).enumerate() {
+                let sumi = _mm256_cvtepi32_ps(dot_u8_i8(*q, load32i(&a.qs)));
+                let dd = _mm256_permutevar8x32_ps(p, _mm256_set1_epi32(2 * i as i32));
+                let acc = &mut acc[i & 1];
+                *acc = _mm256_fmadd_ps(dd, sumi, *acc);
+            }
         }
     }
     // The odd lanes of `acc_ms` are the `m * s` sums.
-    let mut summs = hsum(_mm256_blend_ps::<0b1010_1010>(_mm256_setzero_ps(), acc_ms));
-    for (b, a) in w_rest.iter().zip(x_rest) {
-        let sumi = dot_u8_i8(nibbles(&b.qs), load32i(&a.qs));
-        let (dw, dx) = f16x2(b.d, a.d);
-        let (m, s) = f16x2(b.m, a.s);
-        summs += m * s;
-        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(sumi), acc[0]);
+    let mut summs = acc_ms.map(|v| hsum(_mm256_blend_ps::<0b1010_1010>(_mm256_setzero_ps(), v)));
+    for (c, b) in w_rest.iter().enumerate() {
+        let q = nibbles(&b.qs);
+        for ((acc, summs), (_, x_rest)) in acc.iter_mut().zip(&mut summs).zip(&x4) {
+            let Some(a) = x_rest.get(c) else { continue };
+            let sumi = dot_u8_i8(q, load32i(&a.qs));
+            let (dw, dx) = f16x2(b.d, a.d);
+            let (m, s) = f16x2(b.m, a.s);
+            *summs += m * s;
+            acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(sumi), acc[0]);
+        }
     }
-    hsum(_mm256_add_ps(acc[0], acc[1])) + summs
+    core::array::from_fn(|r| hsum(_mm256_add_ps(acc[r][0], acc[r][1])) + summs[r])
 }
 
 /// `sum_j w_j * y_j` of two signed 32-byte blocks, widened to i16 first (exact for all bytes).
@@ -316,33 +378,39 @@ fn scaled_group(q: __m256i, y: &[i8; 32], scale: u8) -> __m256i {
     _mm256_madd_epi16(p, _mm256_set1_epi16(i16::from(scale)))
 }
 
-/// `ggml_vec_dot_q4_K_q8_K`: per block `d * sum_g scale_g * dot_g - dmin * sum_j bsums_j * min_j`.
-/// Each i32 lane gathers 4 values of each of the 8 groups: at most `32 * 15 * 128 * 63 < 2^24`, so
-/// the conversion to f32 is exact, as the scalar kernel's eight `aux32` lanes are.
+/// `ggml_vec_dot_q4_K_q8_K`: per block `d * sum_g scale_g * dot_g - dmin * sum_j bsums_j * min_j`,
+/// for `R` activation rows. Each i32 lane gathers 4 values of each of the 8 groups: at most
+/// `32 * 15 * 128 * 63 < 2^24`, so the conversion to f32 is exact, as the scalar kernel's eight
+/// `aux32` lanes are.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm256_setzero_ps();
+fn q4_k_n<const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_m = [_mm256_setzero_ps(); R];
     let low = _mm256_set1_epi8(0x0f);
-    for (b, a) in w.iter().zip(x) {
+    for (n, b) in w.iter().enumerate() {
         let (scales, mins) = scales_mins_k4(&b.scales);
-        let mut sumi = _mm256_setzero_si256();
-        let ys = a.qs.as_chunks::<32>().0.chunks_exact(2);
-        for (j, (qs, y)) in b.qs.as_chunks::<32>().0.iter().zip(ys).enumerate() {
-            let [y_lo, y_hi] = y else { continue };
+        // The 8 groups of 32 weights, unpacked once for every activation row.
+        let mut groups = [_mm256_setzero_si256(); 8];
+        for (j, qs) in b.qs.as_chunks::<32>().0.iter().enumerate().take(4) {
             let q = load32(qs);
-            let lo = _mm256_and_si256(q, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-            sumi = _mm256_add_epi32(sumi, scaled_group(lo, y_lo, scales[2 * j]));
-            sumi = _mm256_add_epi32(sumi, scaled_group(hi, y_hi, scales[2 * j + 1]));
+            groups[2 * j] = _mm256_and_si256(q, low);
+            groups[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
         }
         let (d, dmin) = f16x2(b.d, b.dmin);
-        let dx = a.d();
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi), acc);
-        let summ = min_terms(a, mins);
-        acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin * dx), _mm256_cvtepi32_ps(summ), acc_m);
+        for ((acc, acc_m), x) in acc.iter_mut().zip(&mut acc_m).zip(&x) {
+            let Some(a) = x.get(n) else { continue };
+            let mut sumi = _mm256_setzero_si256();
+            for ((g, y), &sc) in groups.iter().zip(a.qs.as_chunks::<32>().0).zip(&scales) {
+                sumi = _mm256_add_epi32(sumi, scaled_group(*g, y, sc));
+            }
+            let dx = a.d();
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi), *acc);
+            let summ = min_terms(a, mins);
+            *acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin * dx), _mm256_cvtepi32_ps(summ), *acc_m);
+        }
     }
-    hsum(acc) - hsum(acc_m)
+    core::array::from_fn(|r| hsum(acc[r]) - hsum(acc_m[r]))
 }
 
 /// `ggml_vec_dot_q5_K_q8_K`: as Q4_K with a fifth bit (16) from `qh`: bit `2j` for the low nibbles
@@ -379,49 +447,53 @@ fn q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
     hsum(acc) - hsum(acc_m)
 }
 
-/// `ggml_vec_dot_q6_K_q8_K`: per block `d * sum_g scale_g * sum_{i in g} (q_i - 32) * y_i`. The
-/// 6-bit `q` (0..64) are dotted unsigned and `32 * y` subtracted in i16 (true pair sums within
-/// `±2 * 32 * 128`); lanes at most `32 * 32 * 128 * 128 = 2^24`, still exact in f32.
+/// `ggml_vec_dot_q6_K_q8_K`: per block `d * sum_g scale_g * sum_{i in g} (q_i - 32) * y_i`, for
+/// `R` activation rows. The 6-bit `q` (0..64) are dotted unsigned and `32 * y` subtracted in i16
+/// (true pair sums within `±2 * 32 * 128`); lanes at most `32 * 32 * 128 * 128 = 2^24`, still
+/// exact in f32.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+fn q6_k_n<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    let mut acc = [_mm256_setzero_ps(); R];
     let low = _mm256_set1_epi8(0x0f);
     let thirty_two = _mm256_set1_epi8(32);
-    for (b, a) in w.iter().zip(x) {
-        let mut sumi = _mm256_setzero_si256();
+    for (n, b) in w.iter().enumerate() {
+        // The 8 chunks of 32 six-bit values (values 0..32, 32..64, 64..96, 96..128 of each half),
+        // unpacked once for every activation row.
+        let mut v = [_mm256_setzero_si256(); 8];
         let halves =
             b.ql.as_chunks::<64>()
                 .0
                 .iter()
-                .zip(b.qh.as_chunks::<32>().0)
-                .zip(a.qs.as_chunks::<128>().0)
-                .zip(b.scales.as_chunks::<8>().0);
-        for (((ql, qh), y), sc) in halves {
+                .zip(b.qh.as_chunks::<32>().0);
+        for (half, (ql, qh)) in halves.enumerate().take(2) {
             let [ql_a, ql_b] = ql.as_chunks::<32>().0 else {
                 continue;
             };
             let (ql_a, ql_b) = (load32(ql_a), load32(ql_b));
             let h = load32(qh);
-            // Values 0..32, 32..64, 64..96, 96..128 of the half.
-            let v = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql_a, low),
-                    _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x03)), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql_b, low),
-                    _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x0c)), 2),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low),
-                    _mm256_and_si256(h, _mm256_set1_epi8(0x30)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low),
-                    _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0xc0u8 as i8)), 2),
-                ),
-            ];
-            for (c, (v, y)) in v.iter().zip(y.as_chunks::<32>().0).enumerate() {
+            v[4 * half] = _mm256_or_si256(
+                _mm256_and_si256(ql_a, low),
+                _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x03)), 4),
+            );
+            v[4 * half + 1] = _mm256_or_si256(
+                _mm256_and_si256(ql_b, low),
+                _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x0c)), 2),
+            );
+            v[4 * half + 2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low),
+                _mm256_and_si256(h, _mm256_set1_epi8(0x30)),
+            );
+            v[4 * half + 3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low),
+                _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0xc0u8 as i8)), 2),
+            );
+        }
+        let d = f16x1(b.d);
+        for (acc, x) in acc.iter_mut().zip(&x) {
+            let Some(a) = x.get(n) else { continue };
+            let mut sumi = _mm256_setzero_si256();
+            for (c, (v, y)) in v.iter().zip(a.qs.as_chunks::<32>().0).enumerate() {
                 let y = load32i(y);
                 let p = _mm256_sub_epi16(
                     _mm256_maddubs_epi16(*v, y),
@@ -429,16 +501,39 @@ fn q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
                 );
                 // Values 0..16 of this chunk take scale 2c, values 16..32 scale 2c + 1.
                 let s = _mm256_set_m128i(
-                    _mm_set1_epi16(i16::from(sc[2 * c + 1])),
-                    _mm_set1_epi16(i16::from(sc[2 * c])),
+                    _mm_set1_epi16(i16::from(b.scales[2 * c + 1])),
+                    _mm_set1_epi16(i16::from(b.scales[2 * c])),
                 );
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
             }
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d()), _mm256_cvtepi32_ps(sumi), *acc);
         }
-        let d = f16x1(b.d) * a.d();
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum(acc)
+    acc.map(|v| hsum(v))
+}
+
+/// The row kernels (one activation row) and pair kernels (two) handed out above: instances of the
+/// `_n` functions.
+macro_rules! instances {
+    ($($row:ident, $pair:ident, $n:ident, $w:ty, $a:ty;)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn $row(w: &[$w], x: &[$a]) -> f32 {
+            let [r] = $n::<1>(w, [x]);
+            r
+        }
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn $pair(w: &[$w], x: [&[$a]; 2]) -> [f32; 2] {
+            $n::<2>(w, x)
+        }
+    )*};
+}
+
+instances! {
+    q4_0, q4_0_x2, q4_0_n, BlockQ4_0, BlockQ8_0;
+    q4_1, q4_1_x2, q4_1_n, BlockQ4_1, BlockQ8_1;
+    q8_0, q8_0_x2, q8_0_n, BlockQ8_0, BlockQ8_0;
+    q4_k, q4_k_x2, q4_k_n, BlockQ4K, BlockQ8K;
+    q6_k, q6_k_x2, q6_k_n, BlockQ6K, BlockQ8K;
 }
 
 #[cfg(test)]
