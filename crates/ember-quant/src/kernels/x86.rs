@@ -22,16 +22,17 @@ use std::arch::x86_64::{
     _mm256_blend_ps, _mm256_castps128_ps256, _mm256_castps256_ps128, _mm256_cmpeq_epi8,
     _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_extractf128_ps,
     _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
-    _mm256_or_si256, _mm256_permutevar8x32_ps, _mm256_set_m128i, _mm256_set1_epi8,
-    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_slli_epi16, _mm256_srli_epi16, _mm256_sub_epi16,
+    _mm256_or_si256, _mm256_permutevar8x32_ps, _mm256_set_epi64x, _mm256_set_m128i,
+    _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16,
+    _mm256_srli_epi16, _mm256_sub_epi16,
 };
 use std::sync::OnceLock;
 
 use super::RowKernel;
 use crate::blocks::{
-    Block, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
-    as_blocks,
+    Block, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
+    BlockQ8_1, BlockQ8K, as_blocks,
 };
 use crate::types::GgmlType;
 
@@ -57,6 +58,8 @@ pub(super) fn row_kernel(ty: GgmlType) -> Option<RowKernel> {
     let kernel: RowKernel = match ty {
         Q4_0 => |w, x| run(w, x, q4_0),
         Q4_1 => |w, x| run(w, x, q4_1),
+        Q5_0 => |w, x| run(w, x, q5_0),
+        Q5_1 => |w, x| run(w, x, q5_1),
         Q8_0 => |w, x| run(w, x, q8_0),
         Q4_K => |w, x| run(w, x, q4_k),
         Q5_K => |w, x| run(w, x, q5_k),
@@ -78,6 +81,8 @@ pub(super) fn tile_kernel(ty: GgmlType) -> Option<super::TileKernel> {
     let kernel: super::TileKernel = match ty {
         Q4_0 => |w, x| run_tile(w, x, q4_0_x2),
         Q4_1 => |w, x| run_tile(w, x, q4_1_x2),
+        Q5_0 => |w, x| run_tile(w, x, q5_0_x2),
+        Q5_1 => |w, x| run_tile(w, x, q5_1_x2),
         Q8_0 => |w, x| run_tile(w, x, q8_0_x2),
         Q4_K => |w, x| run_tile(w, x, q4_k_x2),
         Q6_K => |w, x| run_tile(w, x, q6_k_x2),
@@ -187,13 +192,14 @@ fn dot_u8_i8(q: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
 }
 
-/// `sum_j (q_j - 8) * y_j` for the nibbles `q` of a Q4_0 block, as eight i32 lanes: `q * y - 8 * y`
-/// in i16 pairs (within `±2 * 23 * 128`), exact for every `y`.
+/// `sum_j (q_j - OFFSET) * y_j` for the unsigned values `q` of a Q4_0 (nibbles, offset 8) or Q5_0
+/// (5 bits, offset 16) block, as eight i32 lanes: `q * y - OFFSET * y` in i16 pairs (within
+/// `±2 * (31 + 16) * 128`), exact for every `y`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_offset(q: __m256i, y: __m256i) -> __m256i {
+fn dot_q_offset<const OFFSET: i8>(q: __m256i, y: __m256i) -> __m256i {
     let p = _mm256_maddubs_epi16(q, y);
-    let o = _mm256_maddubs_epi16(_mm256_set1_epi8(8), y);
+    let o = _mm256_maddubs_epi16(_mm256_set1_epi8(OFFSET), y);
     _mm256_madd_epi16(_mm256_sub_epi16(p, o), _mm256_set1_epi16(1))
 }
 
@@ -263,7 +269,7 @@ fn q4_0_n<const R: usize>(w: &[BlockQ4_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
         x,
         |b, a| (b.d, a.d),
         |b| nibbles(&b.qs),
-        |q, a| dot_q4_offset(q, load32i(&a.qs)),
+        |q, a| dot_q_offset::<8>(q, load32i(&a.qs)),
     )
 }
 
@@ -280,21 +286,76 @@ fn q8_0_n<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
     )
 }
 
+/// The 32 values of a Q5_0/Q5_1 block as bytes 0..32: the nibbles (in [`nibbles`]' order, which is
+/// value order) with bit `j` of `qh` added as 16 to byte `j`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn five_bits(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+    // Byte j of the vector takes byte j / 8 of qh, then tests its bit j % 8.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(i32::from_le_bytes(qh)),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    _mm256_or_si256(nibbles(qs), _mm256_and_si256(set, _mm256_set1_epi8(16)))
+}
+
+/// `ggml_vec_dot_q5_0_q8_0`: per block `d_w * d_x * sumi`, `sumi` over `q - 16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_n<const R: usize>(w: &[BlockQ5_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
+    scaled_blocks(
+        w,
+        x,
+        |b, a| (b.d, a.d),
+        |b| five_bits(&b.qs, b.qh),
+        |q, a| dot_q_offset::<16>(q, load32i(&a.qs)),
+    )
+}
+
 /// `ggml_vec_dot_q4_1_q8_1`: per block `d_w * d_x * sumi + m * s`, for `R` activation rows. Four
 /// blocks at a time: their `(d, m)` and `(d, s)` pairs are converted as eight f16s each and
 /// multiplied together, giving `d_w * d_x` in the even lanes and `m * s` in the odd ones.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_1_n<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    with_min(w, x, |b| (b.d, b.m), |b| nibbles(&b.qs))
+}
+
+/// `ggml_vec_dot_q5_1_q8_1`: Q4_1's shape with 5-bit values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_1_n<const R: usize>(w: &[BlockQ5_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    with_min(w, x, |b| (b.d, b.m), |b| five_bits(&b.qs, b.qh))
+}
+
+/// The Q4_1/Q5_1 shape: per block `d_w * d_x * sumi + m * s` with unsigned values from `unpack`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn with_min<W, const R: usize>(
+    w: &[W],
+    x: [&[BlockQ8_1]; R],
+    dm: impl Fn(&W) -> ([u8; 2], [u8; 2]),
+    unpack: impl Fn(&W) -> __m256i,
+) -> [f32; R] {
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let mut acc_ms = [_mm256_setzero_ps(); R];
     let (w4, w_rest) = w.as_chunks::<4>();
     let x4 = x.map(|x| x.as_chunks::<4>());
     let pair = |a: [u8; 2], b: [u8; 2]| i32::from_le_bytes([a[0], a[1], b[0], b[1]]);
     for (c, bw) in w4.iter().enumerate() {
-        let [w0, w1, w2, w3] = bw.each_ref().map(|b| pair(b.d, b.m));
+        let [w0, w1, w2, w3] = bw.each_ref().map(|b| {
+            let (d, m) = dm(b);
+            pair(d, m)
+        });
         let wdm = _mm256_cvtph_ps(_mm_set_epi32(w3, w2, w1, w0));
-        let q = bw.each_ref().map(|b| nibbles(&b.qs));
+        let q = bw.each_ref().map(&unpack);
         for ((acc, acc_ms), (x4, _)) in acc.iter_mut().zip(&mut acc_ms).zip(&x4) {
             let Some(bx) = x4.get(c) else { continue };
             let [x0, x1, x2, x3] = bx.each_ref().map(|a| pair(a.d, a.s));
@@ -311,12 +372,13 @@ fn q4_1_n<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
     // The odd lanes of `acc_ms` are the `m * s` sums.
     let mut summs = acc_ms.map(|v| hsum(_mm256_blend_ps::<0b1010_1010>(_mm256_setzero_ps(), v)));
     for (c, b) in w_rest.iter().enumerate() {
-        let q = nibbles(&b.qs);
+        let q = unpack(b);
+        let (bd, bm) = dm(b);
         for ((acc, summs), (_, x_rest)) in acc.iter_mut().zip(&mut summs).zip(&x4) {
             let Some(a) = x_rest.get(c) else { continue };
             let sumi = dot_u8_i8(q, load32i(&a.qs));
-            let (dw, dx) = f16x2(b.d, a.d);
-            let (m, s) = f16x2(b.m, a.s);
+            let (dw, dx) = f16x2(bd, a.d);
+            let (m, s) = f16x2(bm, a.s);
             *summs += m * s;
             acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(sumi), acc[0]);
         }
@@ -531,6 +593,8 @@ macro_rules! instances {
 instances! {
     q4_0, q4_0_x2, q4_0_n, BlockQ4_0, BlockQ8_0;
     q4_1, q4_1_x2, q4_1_n, BlockQ4_1, BlockQ8_1;
+    q5_0, q5_0_x2, q5_0_n, BlockQ5_0, BlockQ8_0;
+    q5_1, q5_1_x2, q5_1_n, BlockQ5_1, BlockQ8_1;
     q8_0, q8_0_x2, q8_0_n, BlockQ8_0, BlockQ8_0;
     q4_k, q4_k_x2, q4_k_n, BlockQ4K, BlockQ8K;
     q6_k, q6_k_x2, q6_k_n, BlockQ6K, BlockQ8K;
