@@ -40,7 +40,7 @@ use std::arch::aarch64::{
 use std::arch::asm;
 use std::sync::OnceLock;
 
-use super::{Kernels, RowKernel, TileKernel, fp16_le};
+use super::{Kernels, RowKernel, TileKernel, fp16_le, scales_mins_k4};
 use crate::blocks::{
     Block, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
     as_blocks,
@@ -387,27 +387,6 @@ fn q6_k_values(ql: &[u8; 64], qh: &[u8; 32]) -> [int8x16_t; 8] {
         sub(v[6]),
         sub(v[7]),
     ]
-}
-
-/// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block (the layout
-/// [`crate::dequant_k::get_scale_min_k4`] reads one at a time), as little-endian u32 words.
-#[inline]
-fn scales_mins_k4(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let word =
-        |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
-    let (a, b, c) = (word(0), word(4), word(8));
-    const LOW6: u32 = 0x3f3f_3f3f;
-    const LOW4: u32 = 0x0f0f_0f0f;
-    const TOP2: u32 = 0x0303_0303;
-    // j < 4: scale = byte j & 63, min = byte j + 4 & 63.
-    // j >= 4: scale = low nibble of byte j + 4 | top bits of byte j - 4 << 4,
-    //         min = high nibble of byte j + 4 | top bits of byte j << 4.
-    let s_lo = a & LOW6;
-    let s_hi = (c & LOW4) | (((a >> 6) & TOP2) << 4);
-    let m_lo = b & LOW6;
-    let m_hi = ((c >> 4) & LOW4) | (((b >> 6) & TOP2) << 4);
-    let join = |lo: u32, hi: u32| (u64::from(lo) | (u64::from(hi) << 32)).to_le_bytes();
-    (join(s_lo, s_hi), join(m_lo, m_hi))
 }
 
 /// `sum_j bsums[j] * mins[j / 2]` (the Q4_K/Q5_K min term), exactly: the sixteen i16 sums are
@@ -1069,22 +1048,6 @@ fn q6_k_mm(w: [&[BlockQ6K]; 2], x: [&[BlockQ8K]; 2]) -> [[f32; 2]; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dequant_k::get_scale_min_k4;
-
-    #[test]
-    fn scales_mins_match_reference_unpacking() {
-        let mut state = 0x1234_5678u32;
-        for _ in 0..1000 {
-            let packed: [u8; 12] = core::array::from_fn(|_| {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (state >> 24) as u8
-            });
-            let (s, m) = scales_mins_k4(&packed);
-            for j in 0..8 {
-                assert_eq!((s[j], m[j]), get_scale_min_k4(j, &packed), "{packed:?} {j}");
-            }
-        }
-    }
 
     /// The extreme products: -128 × -128 everywhere, and -128 × 127, through every `Dot`
     /// available, and `smmla` where available.

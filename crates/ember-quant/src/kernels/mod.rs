@@ -519,6 +519,28 @@ pub fn tile_kernel_for(kernels: Kernels, ty: GgmlType) -> Option<TileKernel> {
     }
 }
 
+/// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block (the layout
+/// [`crate::dequant_k::get_scale_min_k4`] reads one at a time), unpacked with u32 word operations;
+/// shared by the SIMD kernels.
+#[inline(always)]
+pub(crate) fn scales_mins_k4(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let word =
+        |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
+    let (a, b, c) = (word(0), word(4), word(8));
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const TOP2: u32 = 0x0303_0303;
+    // j < 4: scale = byte j & 63, min = byte j + 4 & 63.
+    // j >= 4: scale = low nibble of byte j + 4 | top bits of byte j - 4 << 4,
+    //         min = high nibble of byte j + 4 | top bits of byte j << 4.
+    let s_lo = a & LOW6;
+    let s_hi = (c & LOW4) | (((a >> 6) & TOP2) << 4);
+    let m_lo = b & LOW6;
+    let m_hi = ((c >> 4) & LOW4) | (((b >> 6) & TOP2) << 4);
+    let join = |lo: u32, hi: u32| (u64::from(lo) | (u64::from(hi) << 32)).to_le_bytes();
+    (join(s_lo, s_hi), join(m_lo, m_hi))
+}
+
 /// The scalar reference kernel for `ty`.
 fn scalar_kernel(ty: GgmlType) -> Result<RowKernel, QuantError> {
     use GgmlType::*;
@@ -635,6 +657,22 @@ fn weight_len_error(
 mod tests {
     use super::*;
     use crate::blocks::f16_le;
+    use crate::dequant_k::get_scale_min_k4;
+
+    #[test]
+    fn scales_mins_match_reference_unpacking() {
+        let mut state = 0x1234_5678u32;
+        for _ in 0..1000 {
+            let packed: [u8; 12] = core::array::from_fn(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            });
+            let (s, m) = scales_mins_k4(&packed);
+            for j in 0..8 {
+                assert_eq!((s[j], m[j]), get_scale_min_k4(j, &packed), "{packed:?} {j}");
+            }
+        }
+    }
 
     #[test]
     fn fp16_conversion_is_exact_for_every_half() {

@@ -29,7 +29,7 @@ use std::arch::x86_64::{
 };
 use std::sync::OnceLock;
 
-use super::RowKernel;
+use super::{RowKernel, scales_mins_k4};
 use crate::blocks::{
     Block, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
     BlockQ8_1, BlockQ8K, as_blocks,
@@ -398,27 +398,6 @@ fn dot_i8_i8(w: &[i8; 32], y: &[i8; 32]) -> __m256i {
     _mm256_add_epi32(_mm256_madd_epi16(w_lo, y_lo), _mm256_madd_epi16(w_hi, y_hi))
 }
 
-/// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block (the layout
-/// [`crate::dequant_k::get_scale_min_k4`] reads one at a time), as little-endian u32 words.
-#[inline]
-pub(super) fn scales_mins_k4(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let word =
-        |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
-    let (a, b, c) = (word(0), word(4), word(8));
-    const LOW6: u32 = 0x3f3f_3f3f;
-    const LOW4: u32 = 0x0f0f_0f0f;
-    const TOP2: u32 = 0x0303_0303;
-    // j < 4: scale = byte j & 63, min = byte j + 4 & 63.
-    // j >= 4: scale = low nibble of byte j + 4 | top bits of byte j - 4 << 4,
-    //         min = high nibble of byte j + 4 | top bits of byte j << 4.
-    let s_lo = a & LOW6;
-    let s_hi = (c & LOW4) | (((a >> 6) & TOP2) << 4);
-    let m_lo = b & LOW6;
-    let m_hi = ((c >> 4) & LOW4) | (((b >> 6) & TOP2) << 4);
-    let join = |lo: u32, hi: u32| (u64::from(lo) | (u64::from(hi) << 32)).to_le_bytes();
-    (join(s_lo, s_hi), join(m_lo, m_hi))
-}
-
 /// `bsums[j] * mins[j / 2]` summed pairwise into eight i32 lanes (the Q4_K/Q5_K min term).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -598,25 +577,4 @@ instances! {
     q8_0, q8_0_x2, q8_0_n, BlockQ8_0, BlockQ8_0;
     q4_k, q4_k_x2, q4_k_n, BlockQ4K, BlockQ8K;
     q6_k, q6_k_x2, q6_k_n, BlockQ6K, BlockQ8K;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dequant_k::get_scale_min_k4;
-
-    #[test]
-    fn scales_mins_match_reference_unpacking() {
-        let mut state = 0x1234_5678u32;
-        for _ in 0..1000 {
-            let packed: [u8; 12] = core::array::from_fn(|_| {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (state >> 24) as u8
-            });
-            let (s, m) = scales_mins_k4(&packed);
-            for j in 0..8 {
-                assert_eq!((s[j], m[j]), get_scale_min_k4(j, &packed), "{packed:?} {j}");
-            }
-        }
-    }
 }
