@@ -125,9 +125,14 @@ impl CpuOps for Flex {
         let v = f32s(&v);
         let (cos, sin) = (f32s(&cos), f32s(&sin));
         let t = q.len().checked_div(h * d).unwrap_or(0);
-        let cap = k_cache.layout().shape().dims::<3>()[1];
+        let cache_dims = k_cache.layout().shape().dims::<3>();
+        let cap = cache_dims[1];
         let mut out = vec![0f32; t * h * d];
         let fits = h > 0
+            && cache_dims == [hkv, cap, d]
+            && v_cache.layout().shape().dims::<3>() == cache_dims
+            && k_cache.is_contiguous()
+            && v_cache.is_contiguous()
             && hkv > 0
             && h.is_multiple_of(hkv)
             && k.len() == t * hkv * d
