@@ -16,11 +16,19 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-/// (path, reference stem) of every model with reference data.
+/// (path, reference stem) of every model with reference data: the repository's copies, then those
+/// in `../shared/models` beside the checkout unless `EMBER_TEST_SHARED_MODELS=0` (emulated runs,
+/// where each model costs a minute).
 pub fn models() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    let shared = format!("{}/../../../shared/models", env!("CARGO_MANIFEST_DIR"));
-    for dir in [data("models"), shared] {
+    let mut dirs = vec![data("models")];
+    if std::env::var("EMBER_TEST_SHARED_MODELS").as_deref() != Ok("0") {
+        dirs.push(format!(
+            "{}/../../../shared/models",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+    }
+    for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
