@@ -13,6 +13,7 @@ use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Bytes, DType, Shape, Tensor};
+use ember_quant::pool::DisjointOut;
 use half::f16;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -175,7 +176,7 @@ impl CpuOps for Flex {
             cap,
             start: p.start,
             next: AtomicUsize::new(0),
-            out: Out(out.as_mut_ptr(), out.len()),
+            out: DisjointOut::new(&mut out),
         };
         let work = |_: usize| job.run();
         if t * h * (p.start + t) * d >= 1 << 16 {
@@ -200,7 +201,7 @@ struct AttnJob<'a> {
     cap: usize,
     start: usize,
     next: AtomicUsize,
-    out: Out,
+    out: DisjointOut<'a>,
 }
 
 impl AttnJob<'_> {
@@ -370,24 +371,6 @@ impl<'a> Cache<'a> {
                 half::slice::HalfFloatSliceExt::convert_to_f32_slice(&s[o..o + d], out);
             }
             Cache::F32(s) => out.copy_from_slice(&s[o..o + d]),
-        }
-    }
-}
-
-/// The attention output shared by the pool's threads (each task writes its own range).
-struct Out(*mut f32, usize);
-// SAFETY: only used for disjoint writes while `out` is alive and otherwise unborrowed.
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// # Safety
-    /// No other thread writes `start..start + values.len()`.
-    unsafe fn write(&self, start: usize, values: &[f32]) {
-        if start + values.len() <= self.1 {
-            // SAFETY: in bounds (checked); disjoint per the caller's contract.
-            unsafe {
-                std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(start), values.len())
-            };
         }
     }
 }

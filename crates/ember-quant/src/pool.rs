@@ -202,8 +202,7 @@ impl Pool {
         let chunks = n.div_ceil(chunk);
         let next = AtomicUsize::new(0);
         let error: Mutex<Option<QuantError>> = Mutex::new(None);
-        let dst = SharedOut(out.as_mut_ptr());
-        let total = out.len();
+        let dst = DisjointOut::new(out);
         self.run(&|_| {
             let mut part = Vec::new();
             loop {
@@ -219,10 +218,8 @@ impl Pool {
                     Ok(()) => {
                         for (i, row) in part.chunks_exact(nr).enumerate() {
                             // SAFETY: chunks are disjoint row ranges, so every thread writes a
-                            // disjoint set of `out` indices; `i * n + rows.end <= m * n == total`,
-                            // checked above, so the writes stay inside `out`, which outlives the
-                            // job.
-                            unsafe { dst.write(i * n + rows.start, row, total) };
+                            // disjoint set of `out` indices.
+                            unsafe { dst.write(i * n + rows.start, row) };
                         }
                     }
                     Err(e) => {
@@ -252,24 +249,41 @@ impl Drop for Pool {
     }
 }
 
-/// The output buffer shared by the threads of one product (each writes its own indices).
-struct SharedOut(*mut f32);
-// SAFETY: used only for disjoint writes while the owning `&mut [f32]` is borrowed by `matmul`.
-unsafe impl Sync for SharedOut {}
+/// An `f32` output buffer shared by the threads of one pool job, each writing its own disjoint
+/// indices (a product's row chunks, an attention task's head range). Borrows the buffer for as long
+/// as it exists.
+#[derive(Debug)]
+pub struct DisjointOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _buffer: std::marker::PhantomData<&'a mut [f32]>,
+}
 
-impl SharedOut {
-    /// Copies `values` to `start..start + values.len()`.
+// SAFETY: the buffer is exclusively borrowed for `'a`, and `write`'s contract keeps threads on
+// disjoint indices.
+unsafe impl Sync for DisjointOut<'_> {}
+
+impl<'a> DisjointOut<'a> {
+    pub fn new(out: &'a mut [f32]) -> Self {
+        DisjointOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            _buffer: std::marker::PhantomData,
+        }
+    }
+
+    /// Copies `values` to `start..start + values.len()`; a range past the end writes nothing.
     ///
     /// # Safety
-    /// `start + values.len() <= len` of the buffer, and no other thread touches those indices.
-    unsafe fn write(&self, start: usize, values: &[f32], len: usize) {
+    /// No other thread reads or writes those indices while this `DisjointOut` exists.
+    pub unsafe fn write(&self, start: usize, values: &[f32]) {
         if start
             .checked_add(values.len())
-            .is_some_and(|end| end <= len)
+            .is_some_and(|end| end <= self.len)
         {
             // SAFETY: in bounds (checked), disjoint from other threads' writes (caller's contract).
             unsafe {
-                std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(start), values.len());
+                std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(start), values.len());
             }
         }
     }
