@@ -85,7 +85,7 @@ pub enum GenerateError {
     Logits(String),
 }
 
-fn logits_vec(t: burn::tensor::Tensor<2>) -> Result<Vec<f32>, GenerateError> {
+pub(crate) fn logits_vec(t: burn::tensor::Tensor<2>) -> Result<Vec<f32>, GenerateError> {
     t.into_data()
         .try_to_vec::<f32>()
         .map_err(|e| GenerateError::Logits(format!("{e:?}")))
@@ -110,6 +110,163 @@ fn top_logits(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     idx
 }
 
+/// The sampling side of one sequence: turns each row of logits into the next token and a text
+/// delta, and decides when generation ends. The model side (prefill, KV cache, forward) belongs to
+/// the caller, so [`generate`] and the engine's scheduler, which batches several sequences into one
+/// forward, share this one piece.
+#[derive(Debug)]
+pub struct Decoder<'t> {
+    tok: &'t Tokenizer,
+    sampler: Sampler,
+    stream: ember_tokenizer::StreamDecoder<'t>,
+    stops: StopMatcher,
+    max_tokens: usize,
+    logits_top: usize,
+    text: String,
+    tokens: Vec<u32>,
+    timings: Timings,
+    t0: Instant,
+    t_decode: Option<Instant>,
+    finish: Option<FinishReason>,
+}
+
+impl<'t> Decoder<'t> {
+    /// A decoder for `prompt` (primes the penalties); `t0` is when prefill started (for TTFT).
+    pub fn new(
+        tok: &'t Tokenizer,
+        n_vocab: usize,
+        prompt: &[u32],
+        params: &GenerateParams,
+        t0: Instant,
+    ) -> Result<Self, GenerateError> {
+        let mut sampler = Sampler::new(&params.sampling, n_vocab)?;
+        sampler.prime(prompt);
+        Ok(Decoder {
+            tok,
+            sampler,
+            stream: tok.stream(false),
+            stops: StopMatcher::new(params.stop.clone()),
+            max_tokens: params.max_tokens,
+            logits_top: params.logits_top,
+            text: String::new(),
+            tokens: Vec::new(),
+            timings: Timings {
+                prompt_n: prompt.len(),
+                ..Timings::default()
+            },
+            t0,
+            t_decode: None,
+            finish: if params.max_tokens == 0 {
+                Some(FinishReason::Length)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Records the end of prefill (the logits of the last prompt token are ready).
+    pub fn prefill_done(&mut self) {
+        self.timings.prompt_ms = self.t0.elapsed().as_secs_f64() * 1e3;
+        self.t_decode = Some(Instant::now());
+    }
+
+    /// Samples the next token from `logits`, reports it through `on_token`, and returns the token
+    /// to feed next, or `None` when generation has ended. `room` says whether the context holds
+    /// one more position.
+    pub fn step(
+        &mut self,
+        logits: &[f32],
+        room: bool,
+        on_token: &mut dyn FnMut(&TokenEvent) -> ControlFlow<()>,
+    ) -> Result<Option<u32>, GenerateError> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        let top = top_logits(logits, self.logits_top);
+        let id = self.sampler.sample(logits)?;
+        self.sampler.accept(id);
+        if self.tokens.is_empty() {
+            self.timings.ttft_ms = self.t0.elapsed().as_secs_f64() * 1e3;
+        }
+        self.tokens.push(id);
+        if self.tok.is_eog(id) {
+            let _ = on_token(&TokenEvent {
+                id: Some(id),
+                delta: String::new(),
+                top,
+            });
+            self.finish = Some(FinishReason::Stop);
+            return Ok(None);
+        }
+        let out = self.stops.push(&self.stream.push(id)?);
+        self.text.push_str(&out.text);
+        let event = TokenEvent {
+            id: Some(id),
+            delta: out.text,
+            top,
+        };
+        if out.stop.is_some() {
+            let _ = on_token(&event);
+            self.finish = Some(FinishReason::Stop);
+            return Ok(None);
+        }
+        if on_token(&event).is_break() {
+            self.finish = Some(FinishReason::Cancelled);
+            return Ok(None);
+        }
+        if !room || self.tokens.len() >= self.max_tokens {
+            self.finish = Some(FinishReason::Length);
+            return Ok(None);
+        }
+        Ok(Some(id))
+    }
+
+    /// Ends generation now for `reason` (unless it has already ended).
+    pub fn stop(&mut self, reason: FinishReason) {
+        self.finish.get_or_insert(reason);
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Flushes the text held back (a partial character or stop-string prefix that never
+    /// completed) through `on_token` and returns the result.
+    pub fn finish(
+        mut self,
+        on_token: &mut dyn FnMut(&TokenEvent) -> ControlFlow<()>,
+    ) -> Generation {
+        let finish = self.finish.unwrap_or(FinishReason::Length);
+        if finish != FinishReason::Stop {
+            let rest = self.stops.push(&self.stream.finish());
+            let mut tail = rest.text;
+            if rest.stop.is_none() {
+                tail.push_str(&self.stops.finish());
+            }
+            if !tail.is_empty() {
+                self.text.push_str(&tail);
+                let _ = on_token(&TokenEvent {
+                    id: None,
+                    delta: tail,
+                    top: Vec::new(),
+                });
+            }
+        }
+        self.timings.predicted_n = self.tokens.len();
+        self.timings.predicted_ms = self
+            .t_decode
+            .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+        Generation {
+            text: self.text,
+            tokens: self.tokens,
+            finish_reason: finish,
+            timings: self.timings,
+            seed: self.sampler.seed(),
+        }
+    }
+}
+
 /// Runs `prompt` through `model` in `cache` (reset first) and generates up to
 /// `params.max_tokens` tokens. The context is `cache.capacity()`: a prompt that does not fit is an
 /// error before any work; generation that reaches the end of the context stops with `Length`.
@@ -132,83 +289,12 @@ pub fn generate(
             n_ctx,
         });
     }
-    let mut sampler = Sampler::new(&params.sampling, model.config().n_vocab)?;
-    sampler.prime(prompt);
+    let mut dec = Decoder::new(tok, model.config().n_vocab, prompt, params, Instant::now())?;
     cache.reset();
-    let mut stream = tok.stream(false);
-    let mut stops = StopMatcher::new(params.stop.clone());
-    let mut timings = Timings {
-        prompt_n: prompt.len(),
-        ..Timings::default()
-    };
-    let (mut text, mut tokens) = (String::new(), Vec::new());
-
-    let t0 = Instant::now();
     let mut logits = logits_vec(model.forward(prompt, cache, false)?)?;
-    timings.prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let t1 = Instant::now();
-    let mut finish = FinishReason::Length;
-    while tokens.len() < params.max_tokens {
-        let top = top_logits(&logits, params.logits_top);
-        let id = sampler.sample(&logits)?;
-        sampler.accept(id);
-        if tokens.is_empty() {
-            timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
-        }
-        tokens.push(id);
-        if tok.is_eog(id) {
-            let event = TokenEvent {
-                id: Some(id),
-                delta: String::new(),
-                top,
-            };
-            let _ = on_token(&event);
-            finish = FinishReason::Stop;
-            break;
-        }
-        let out = stops.push(&stream.push(id)?);
-        text.push_str(&out.text);
-        let event = TokenEvent {
-            id: Some(id),
-            delta: out.text,
-            top,
-        };
-        if out.stop.is_some() {
-            let _ = on_token(&event);
-            finish = FinishReason::Stop;
-            break;
-        }
-        if on_token(&event).is_break() {
-            finish = FinishReason::Cancelled;
-            break;
-        }
-        if cache.len() + 1 > n_ctx || tokens.len() >= params.max_tokens {
-            break;
-        }
+    dec.prefill_done();
+    while let Some(id) = dec.step(&logits, cache.len() < n_ctx, &mut on_token)? {
         logits = logits_vec(model.forward(&[id], cache, false)?)?;
     }
-    if finish != FinishReason::Stop {
-        let rest = stops.push(&stream.finish());
-        let mut tail = rest.text;
-        if rest.stop.is_none() {
-            tail.push_str(&stops.finish());
-        }
-        if !tail.is_empty() {
-            text.push_str(&tail);
-            let _ = on_token(&TokenEvent {
-                id: None,
-                delta: tail,
-                top: Vec::new(),
-            });
-        }
-    }
-    timings.predicted_n = tokens.len();
-    timings.predicted_ms = t1.elapsed().as_secs_f64() * 1e3;
-    Ok(Generation {
-        text,
-        tokens,
-        finish_reason: finish,
-        timings,
-        seed: sampler.seed(),
-    })
+    Ok(dec.finish(&mut on_token))
 }

@@ -20,4 +20,8 @@ pub enum ModelError {
     BadToken { id: u32, n_vocab: usize },
     #[error("context full: {needed} positions needed, the KV cache holds {capacity}")]
     ContextFull { needed: usize, capacity: usize },
+    #[error("empty batch: every sequence needs at least one token")]
+    EmptyBatch,
+    #[error("the KV cache has {layers} layers; this model has {expected}")]
+    CacheMismatch { layers: usize, expected: usize },
 }

@@ -91,6 +91,12 @@ impl KvCache {
         self.len = 0;
     }
 
+    /// Keeps the first `len` positions and forgets the rest (for reusing a cached prompt
+    /// prefix: the next forward writes from position `len`). A larger `len` changes nothing.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Positions filled so far.
     pub fn len(&self) -> usize {
         self.len

@@ -126,64 +126,96 @@ pub struct AttnInput<'a> {
     pub start: usize,
 }
 
+/// One sequence's share of a batched attention call: its rows of `x` (consecutive, in order),
+/// its layer cache and its positions.
+#[derive(Debug)]
+pub struct AttnPart<'a, 'c> {
+    pub rows: usize,
+    pub cache: &'c mut LayerCache,
+    pub input: &'a AttnInput<'a>,
+}
+
 impl Attention {
-    /// `x [T, n_embd]` at positions `start..start+T`; appends K/V to `cache`.
-    pub fn forward(&self, x: Tensor<2>, cache: &mut LayerCache, a: &AttnInput<'_>) -> Tensor<2> {
-        let cfg = a.cfg;
-        let [t, _] = x.dims();
-        let (h, hkv, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
+    /// `x [T, n_embd]`: the rows of every part, one after another. The projections run once over
+    /// all rows (several sequences' decode steps share each weight read); attention runs per part
+    /// against its own cache.
+    pub fn forward_batch(&self, x: Tensor<2>, parts: &mut [AttnPart<'_, '_>]) -> Tensor<2> {
         let q = bias(self.wq.forward(x.clone()), &self.bq);
         let k = bias(self.wk.forward(x.clone()), &self.bk);
-        let v = bias(self.wv.forward(x.clone()), &self.bv);
-        if on_cpu(&x.device()) {
-            let half = a.rope.dim / 2;
-            let (kc, vc) = cache.take();
-            let (out, kc, vc) = cpu_ops::attention(
-                q,
-                k,
-                v,
-                kc,
-                vc,
-                a.cos.clone().reshape([t, half]),
-                a.sin.clone().reshape([t, half]),
-                AttnParams {
-                    n_head: h,
-                    n_head_kv: hkv,
-                    head_dim: d,
-                    rope_dim: a.rope.dim,
-                    neox: a.rope.kind == RopeKind::Neox,
-                    start: a.start,
-                },
-            );
-            cache.put(kc, vc);
-            return self.wo.forward(out);
+        let v = bias(self.wv.forward(x), &self.bv);
+        if let [part] = parts {
+            return self.wo.forward(attend(q, k, v, part.cache, part.input));
         }
-        let (q, k, v) = (
-            q.reshape([t, h, d]),
-            k.reshape([t, hkv, d]),
-            v.reshape([t, hkv, d]),
-        );
-        let q = a.rope.apply(q, a.cos, a.sin);
-        let k = a.rope.apply(k, a.cos, a.sin);
-        let len = a.start + t;
-        let (keys, values) = cache.append(a.start, k.swap_dims(0, 1), v.swap_dims(0, 1));
-        // Group the query heads that share a KV head: [Hkv, G*T, D].
-        let g = h / hkv;
-        let q = q.swap_dims(0, 1).reshape([hkv, g * t, d]);
-        let scale = 1.0 / (d as f32).sqrt();
-        let scores = q.matmul(keys.swap_dims(1, 2)) * scale;
-        let scores = scores.mask_fill(
-            causal_mask(g, t, a.start, len, &cache.device()),
-            f32::NEG_INFINITY,
-        );
-        let probs = softmax(scores, 2);
-        let out = probs
-            .matmul(values)
-            .reshape([h, t, d])
-            .swap_dims(0, 1)
-            .reshape([t, h * d]);
-        self.wo.forward(out)
+        let mut outs = Vec::with_capacity(parts.len());
+        let mut row = 0;
+        for part in parts.iter_mut() {
+            let rows = |t: &Tensor<2>| t.clone().narrow(0, row, part.rows);
+            outs.push(attend(rows(&q), rows(&k), rows(&v), part.cache, part.input));
+            row += part.rows;
+        }
+        self.wo.forward(Tensor::cat(outs, 0))
     }
+}
+
+/// Attention of projected `q [T, H*D]`, `k`, `v [T, Hkv*D]` (before RoPE) at positions
+/// `start..start+T`, appending K/V to `cache`; returns `[T, H*D]` (before the output projection).
+fn attend(
+    q: Tensor<2>,
+    k: Tensor<2>,
+    v: Tensor<2>,
+    cache: &mut LayerCache,
+    a: &AttnInput<'_>,
+) -> Tensor<2> {
+    let cfg = a.cfg;
+    let [t, _] = q.dims();
+    let (h, hkv, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
+    if on_cpu(&q.device()) {
+        let half = a.rope.dim / 2;
+        let (kc, vc) = cache.take();
+        let (out, kc, vc) = cpu_ops::attention(
+            q,
+            k,
+            v,
+            kc,
+            vc,
+            a.cos.clone().reshape([t, half]),
+            a.sin.clone().reshape([t, half]),
+            AttnParams {
+                n_head: h,
+                n_head_kv: hkv,
+                head_dim: d,
+                rope_dim: a.rope.dim,
+                neox: a.rope.kind == RopeKind::Neox,
+                start: a.start,
+            },
+        );
+        cache.put(kc, vc);
+        return out;
+    }
+    let (q, k, v) = (
+        q.reshape([t, h, d]),
+        k.reshape([t, hkv, d]),
+        v.reshape([t, hkv, d]),
+    );
+    let q = a.rope.apply(q, a.cos, a.sin);
+    let k = a.rope.apply(k, a.cos, a.sin);
+    let len = a.start + t;
+    let (keys, values) = cache.append(a.start, k.swap_dims(0, 1), v.swap_dims(0, 1));
+    // Group the query heads that share a KV head: [Hkv, G*T, D].
+    let g = h / hkv;
+    let q = q.swap_dims(0, 1).reshape([hkv, g * t, d]);
+    let scale = 1.0 / (d as f32).sqrt();
+    let scores = q.matmul(keys.swap_dims(1, 2)) * scale;
+    let scores = scores.mask_fill(
+        causal_mask(g, t, a.start, len, &cache.device()),
+        f32::NEG_INFINITY,
+    );
+    let probs = softmax(scores, 2);
+    probs
+        .matmul(values)
+        .reshape([h, t, d])
+        .swap_dims(0, 1)
+        .reshape([t, h * d])
 }
 
 /// `[1, G*T, L]`, true where row (g, i) at position start+i must not see key j > start+i.

@@ -16,5 +16,5 @@ mod qlinear;
 pub use config::{Arch, ModelConfig, RopeConfig, RopeKind};
 pub use error::ModelError;
 pub use kv_cache::KvCache;
-pub use model::{DecoderSpec, Model};
+pub use model::{DecoderSpec, Model, SeqInput};
 pub use qlinear::{QLinear, QuantOps, load_f32};

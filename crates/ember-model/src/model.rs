@@ -6,7 +6,7 @@
 use crate::config::{Arch, ModelConfig};
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
-use crate::layers::{Attention, AttnInput, FeedForward, Rope, rms_norm};
+use crate::layers::{Attention, AttnInput, AttnPart, FeedForward, Rope, rms_norm};
 use crate::qlinear::{QLinear, load_f32, tensor};
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_gguf::GgufFile;
@@ -231,37 +231,121 @@ impl Model {
         cache: &mut KvCache,
         all_logits: bool,
     ) -> Result<Tensor<2>, ModelError> {
-        let t = tokens.len();
-        let start = cache.len;
-        if start + t > cache.capacity() {
-            return Err(ModelError::ContextFull {
-                needed: start + t,
-                capacity: cache.capacity(),
-            });
+        let mut out = self.forward_batch(&mut [SeqInput { tokens, cache }], all_logits)?;
+        out.pop().ok_or(ModelError::EmptyBatch)
+    }
+
+    /// Runs several sequences in one batch: each `tokens` at the next positions of its own cache.
+    /// The weight products run once over all rows (a decode step of N sequences reads each weight
+    /// once), attention runs per sequence. Returns per sequence the logits of its last row, or of
+    /// every row when `all_logits`. Every row's result is the same as in a batch of its own.
+    pub fn forward_batch(
+        &self,
+        seqs: &mut [SeqInput<'_>],
+        all_logits: bool,
+    ) -> Result<Vec<Tensor<2>>, ModelError> {
+        if seqs.is_empty() || seqs.iter().any(|s| s.tokens.is_empty()) {
+            return Err(ModelError::EmptyBatch);
         }
-        let mut x = self.embd.rows(tokens, &self.device)?;
-        let (cos, sin) = self.rope.tables(start, t, &self.device);
-        let a = AttnInput {
-            cfg: &self.cfg,
-            rope: &self.rope,
-            cos: &cos,
-            sin: &sin,
-            start,
-        };
-        for (b, lc) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            let h = b
-                .attn
-                .forward(rms_norm(x.clone(), &b.attn_norm, self.cfg.rms_eps), lc, &a);
+        let mut ids = Vec::new();
+        let mut ropes = Vec::with_capacity(seqs.len());
+        for s in seqs.iter() {
+            let (t, start) = (s.tokens.len(), s.cache.len);
+            if start + t > s.cache.capacity() {
+                return Err(ModelError::ContextFull {
+                    needed: start + t,
+                    capacity: s.cache.capacity(),
+                });
+            }
+            if s.cache.layers.len() != self.blocks.len() {
+                return Err(ModelError::CacheMismatch {
+                    layers: s.cache.layers.len(),
+                    expected: self.blocks.len(),
+                });
+            }
+            ids.extend_from_slice(s.tokens);
+            ropes.push((self.rope.tables(start, t, &self.device), start, t));
+        }
+        let inputs: Vec<AttnInput<'_>> = ropes
+            .iter()
+            .map(|((cos, sin), start, _)| AttnInput {
+                cfg: &self.cfg,
+                rope: &self.rope,
+                cos,
+                sin,
+                start: *start,
+            })
+            .collect();
+        let mut x = self.embd.rows(&ids, &self.device)?;
+        let mut layers: Vec<_> = seqs.iter_mut().map(|s| s.cache.layers.iter_mut()).collect();
+        for b in &self.blocks {
+            let mut parts: Vec<AttnPart<'_, '_>> = layers
+                .iter_mut()
+                .zip(&inputs)
+                .zip(&ropes)
+                .filter_map(|((it, input), (_, _, t))| {
+                    it.next().map(|cache| AttnPart {
+                        rows: *t,
+                        cache,
+                        input,
+                    })
+                })
+                .collect();
+            let h = b.attn.forward_batch(
+                rms_norm(x.clone(), &b.attn_norm, self.cfg.rms_eps),
+                &mut parts,
+            );
             x = x + h;
             let h = b
                 .ffn
                 .forward(rms_norm(x.clone(), &b.ffn_norm, self.cfg.rms_eps));
             x = x + h;
         }
-        cache.len = start + t;
-        let x = if all_logits { x } else { x.narrow(0, t - 1, 1) };
-        Ok(self
+        for s in seqs.iter_mut() {
+            s.cache.len += s.tokens.len();
+        }
+        // The rows whose logits are wanted, gathered so the output head runs once.
+        let mut keep = Vec::new();
+        let mut row = 0;
+        for (_, _, t) in &ropes {
+            if all_logits {
+                keep.push((row, *t));
+            } else {
+                keep.push((row + t - 1, 1));
+            }
+            row += t;
+        }
+        let x = if all_logits {
+            x
+        } else if keep.len() == 1 {
+            x.narrow(0, keep[0].0, 1)
+        } else {
+            Tensor::cat(
+                keep.iter()
+                    .map(|&(r, _)| x.clone().narrow(0, r, 1))
+                    .collect(),
+                0,
+            )
+        };
+        let logits = self
             .output
-            .forward(rms_norm(x, &self.output_norm, self.cfg.rms_eps)))
+            .forward(rms_norm(x, &self.output_norm, self.cfg.rms_eps));
+        if keep.len() == 1 {
+            return Ok(vec![logits]);
+        }
+        let mut out = Vec::with_capacity(keep.len());
+        let mut row = 0;
+        for &(_, n) in &keep {
+            out.push(logits.clone().narrow(0, row, n));
+            row += n;
+        }
+        Ok(out)
     }
+}
+
+/// One sequence of a batched forward: its new tokens and its cache.
+#[derive(Debug)]
+pub struct SeqInput<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
 }
