@@ -16,7 +16,7 @@ use ember_tokenizer::Tokenizer;
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -67,6 +67,7 @@ pub fn spawn(
         prompt_tokens: Default::default(),
         generated_tokens: Default::default(),
         closed: Default::default(),
+        running: AtomicBool::new(true),
         abort: Default::default(),
         n_vocab: model.config().n_vocab,
         cfg,
@@ -75,6 +76,14 @@ pub fn spawn(
     let join = std::thread::Builder::new()
         .name("ember-engine".into())
         .spawn(move || {
+            // Cleared when the thread ends, by return or by panic.
+            struct Running<'a>(&'a AtomicBool);
+            impl Drop for Running<'_> {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::Release);
+                }
+            }
+            let _running = Running(&shared.running);
             let slots = (0..shared.cfg.slots)
                 .map(|_| Slot {
                     cache: model.new_cache(shared.cfg.n_ctx),

@@ -151,6 +151,8 @@ pub(crate) struct Shared {
     pub prompt_tokens: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub closed: AtomicBool,
+    /// True while the engine thread runs (false once it ended, also by a panic).
+    pub running: AtomicBool,
     /// Set by `cancel_all`: the engine ends every running and queued request.
     pub abort: AtomicBool,
     pub cfg: EngineConfig,
@@ -220,6 +222,11 @@ impl EngineHandle {
             prompt_tokens: s.prompt_tokens.load(Ordering::Relaxed),
             generated_tokens: s.generated_tokens.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether the engine thread is still running (for a watchdog).
+    pub fn is_alive(&self) -> bool {
+        self.shared.running.load(Ordering::Acquire)
     }
 
     /// The configuration the engine runs with.

@@ -8,8 +8,16 @@ use std::path::PathBuf;
 
 /// Path of the verified default model.
 pub fn default_model() -> Result<PathBuf> {
+    registry_model(None)
+}
+
+/// Path of the verified model `name` of the registry (`models/*.toml`), or of the default one.
+pub fn registry_model(name: Option<&str>) -> Result<PathBuf> {
     let registry = Registry::builtin()?;
-    let manifest = registry.default_model();
+    let manifest = match name {
+        Some(n) => registry.require(n)?,
+        None => registry.default_model(),
+    };
     let cache = CacheDir::from_env()?;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -31,9 +39,9 @@ pub fn default_model() -> Result<PathBuf> {
         bar.set_position(p.done);
     };
     let path = ember_hub::fetch(manifest, &cache, &FetchOptions::default(), &mut on_progress)
-        .with_context(|| format!("default model {}", manifest.name));
+        .with_context(|| format!("model {}", manifest.name));
     bar.finish_and_clear();
     let path = path?;
-    tracing::info!("default model {} at {}", manifest.name, path.display());
+    tracing::info!("model {} at {}", manifest.name, path.display());
     Ok(path)
 }

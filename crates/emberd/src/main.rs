@@ -1,13 +1,14 @@
 //! `emberd`: the ember daemon and command-line tool.
 //!
 //! Subcommands are a contract other programs call (see the README): `info`, `tokenize`,
-//! `detokenize`, `template`, `run`, `bench`. Every failure is one line on stderr and exit code 2; nothing from
+//! `detokenize`, `template`, `run`, `bench`, `serve`. Every failure is one line on stderr and exit code 2; nothing from
 //! outside may make it panic.
 
 mod backend;
 mod cmd;
 mod fetch;
 mod model;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,10 +34,11 @@ enum Command {
     Detokenize(cmd::text::DetokenizeArgs),
     /// Read `{"messages":[...],"add_generation_prompt":true}` on stdin, print the rendered prompt.
     Template(cmd::text::TemplateArgs),
+    /// Run the daemon: HTTP API (OpenAI- and Ollama-compatible) on a Unix socket.
+    Serve(Box<serve::ServeArgs>),
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -45,6 +47,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_tracing("warn", false);
+    }
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(&a),
         Command::Run(a) => cmd::run::run(&a),
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => cmd::text::tokenize(&a),
         Command::Detokenize(a) => cmd::text::detokenize(&a),
         Command::Template(a) => cmd::text::template(&a),
+        Command::Serve(a) => serve::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,12 +70,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr (stdout carries results); `EMBER_LOG` sets the filter (default `warn`).
-fn init_tracing() {
+/// Logs go to stderr (stdout carries results); `EMBER_LOG` sets the filter (default `level`:
+/// `warn` for the CLI commands, `info` for the daemon, whose one line per request is info).
+/// `json`: one JSON object per line, for log collectors.
+pub(crate) fn init_tracing(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EMBER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
