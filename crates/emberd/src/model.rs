@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use ember_gguf::GgufFile;
 use ember_tokenizer::Tokenizer;
-use ember_tokenizer::template::ChatTemplate;
+use ember_tokenizer::template::{ChatTemplate, RenderRequest, TemplateError};
 use std::path::Path;
 
 /// Opens and validates a GGUF file.
@@ -57,4 +57,36 @@ pub fn resolve(model: Option<&Path>) -> Result<std::path::PathBuf> {
         Some(p) => Ok(p.to_owned()),
         None => crate::fetch::default_model(),
     }
+}
+
+/// Renders `messages` with `tmpl` (generation prompt on, the model's BOS/EOS texts, extra template
+/// variables `vars`) and tokenizes the result with special tokens parsed, adding BOS only where
+/// the model asks for it and the template did not write it (`no_bos` never adds it). Returns the
+/// rendered text and the ids. `emberd run --chat` and the daemon's chat routes both build prompts
+/// here, as llama.cpp does for llama-cli and llama-server.
+pub fn chat_prompt(
+    tok: &Tokenizer,
+    tmpl: &ChatTemplate,
+    messages: Vec<serde_json::Value>,
+    vars: impl IntoIterator<Item = (String, serde_json::Value)>,
+    no_bos: bool,
+) -> Result<(String, Vec<u32>), TemplateError> {
+    let name = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default();
+    let mut req = RenderRequest::new(messages)
+        .with_generation_prompt(true)
+        .with_special_tokens(name(tok.bos()), name(tok.eos()));
+    for (k, v) in vars {
+        req = req.with_var(k, v);
+    }
+    let rendered = tmpl.render(&req)?;
+    // Templates write the BOS text themselves; add the token only where they do not.
+    let bos_text = name(tok.bos());
+    let add_bos =
+        tok.add_bos() && !no_bos && (bos_text.is_empty() || !rendered.starts_with(bos_text));
+    let mut ids = Vec::new();
+    if add_bos {
+        ids.extend(tok.bos());
+    }
+    ids.extend(tok.encode(&rendered, false, true));
+    Ok((rendered, ids))
 }

@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use ember_engine::generate::{GenerateParams, generate};
 use ember_engine::sampler::SamplingParams;
-use ember_tokenizer::RenderRequest;
 use serde_json::json;
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -92,36 +91,22 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         (None, None) => bail!("give --prompt or --prompt-file"),
     };
-    let (prompt_text, add_bos) = if args.chat {
+    let ids = if args.chat {
         let tmpl = model::chat_template(Some(&file), args.template_file.as_deref())?;
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
             messages.push(json!({"role": "system", "content": s}));
         }
         messages.push(json!({"role": "user", "content": text}));
-        let name = |id: Option<u32>| {
-            id.and_then(|i| tok.token_text(i))
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let req = RenderRequest::new(messages)
-            .with_generation_prompt(true)
-            .with_special_tokens(name(tok.bos()), name(tok.eos()));
-        let rendered = tmpl.render(&req)?;
-        // Templates write the BOS text themselves; add the token only where they do not.
-        let bos_text = name(tok.bos());
-        let add = tok.add_bos()
-            && !args.no_bos
-            && (bos_text.is_empty() || !rendered.starts_with(&bos_text));
-        (rendered, add)
+        model::chat_prompt(&tok, &tmpl, messages, [], args.no_bos)?.1
     } else {
-        (text, tok.add_bos() && !args.no_bos)
+        let mut ids = Vec::new();
+        if tok.add_bos() && !args.no_bos {
+            ids.extend(tok.bos());
+        }
+        ids.extend(tok.encode(&text, false, true));
+        ids
     };
-    let mut ids = Vec::new();
-    if add_bos {
-        ids.extend(tok.bos());
-    }
-    ids.extend(tok.encode(&prompt_text, false, true));
 
     // By default the cache holds exactly what this run can use (prompt + max_tokens, within the
     // training context), so a one-shot run on a board reserves no memory it cannot touch.

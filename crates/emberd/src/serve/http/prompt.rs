@@ -12,7 +12,7 @@ use super::Loaded;
 use super::error::ApiError;
 use super::reasoning;
 use ember_tokenizer::Tokenizer;
-use ember_tokenizer::template::{ChatTemplate, RenderRequest, TemplateError};
+use ember_tokenizer::template::{ChatTemplate, TemplateError};
 use serde_json::{Map, Value};
 use std::sync::{Arc, OnceLock};
 
@@ -81,26 +81,13 @@ pub(crate) fn chat_prompt(input: &ChatInput) -> Result<Prompt, ApiError> {
         Some(t) => t.as_ref(),
         None => fallback_template()?,
     };
-    let name = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default();
-    let mut req = RenderRequest::new(input.messages.clone())
-        .with_generation_prompt(true)
-        .with_special_tokens(name(tok.bos()), name(tok.eos()));
-    for (k, v) in &input.vars {
-        req = req.with_var(k.clone(), v.clone());
-    }
-    let rendered = tmpl.render(&req).map_err(|e| match e {
-        // The template refused the conversation (e.g. "roles must alternate"): the client's fault.
-        TemplateError::Raised(_) => ApiError::bad_request(e.to_string()),
-        _ => ApiError::internal(e.to_string()),
-    })?;
-    // Templates write the BOS text themselves; add the token only where they do not.
-    let bos_text = name(tok.bos());
-    let add_bos = tok.add_bos() && (bos_text.is_empty() || !rendered.starts_with(bos_text));
-    let mut ids = Vec::new();
-    if add_bos {
-        ids.extend(tok.bos());
-    }
-    ids.extend(tok.encode(&rendered, false, true));
+    let (rendered, ids) =
+        crate::model::chat_prompt(tok, tmpl, input.messages.clone(), input.vars.clone(), false)
+            .map_err(|e| match e {
+                // The template refused the conversation (e.g. "roles must alternate"): the client's fault.
+                TemplateError::Raised(_) => ApiError::bad_request(e.to_string()),
+                _ => ApiError::internal(e.to_string()),
+            })?;
     Ok(Prompt {
         ids,
         opens_think: reasoning::prompt_opens_think(&rendered),
@@ -170,8 +157,10 @@ mod tests {
     #[test]
     fn chatml_fallback_compiles_and_renders() {
         let t = fallback_template().unwrap();
-        let req = RenderRequest::new(vec![serde_json::json!({"role": "user", "content": "hi"})])
-            .with_generation_prompt(true);
+        let req = ember_tokenizer::RenderRequest::new(vec![
+            serde_json::json!({"role": "user", "content": "hi"}),
+        ])
+        .with_generation_prompt(true);
         assert_eq!(
             t.render(&req).unwrap(),
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
