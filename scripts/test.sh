@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite. Fetches the default model first (cached, sha256-checked) because the
-# SmolLM2 reference tests need it, then runs every test of the workspace (CPU build), then the GPU
-# tests (`wgpu` feature) on whatever Vulkan driver is installed — Mesa's software one (lavapipe,
-# `apt install mesa-vulkan-drivers`) is enough. EMBER_TEST_WGPU=0 skips them, =1 requires them.
+# SmolLM2 reference tests need it, then runs every test of the workspace. When a Vulkan driver is
+# installed — Mesa's software one (lavapipe, `apt install mesa-vulkan-drivers`) is enough — the
+# suite is built once with the GPU backend (`wgpu` feature) compiled in: the CPU tests run as
+# always (the backend is chosen at run time) and the GPU tests run too. One feature set means one
+# build of the Burn stack instead of two. EMBER_TEST_WGPU=0 builds without it, =1 requires it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EMBER_SMOLLM2="$(python3 scripts/fetch_model.py)"
 export EMBER_SMOLLM2
-cargo test --workspace --locked "$@"
 
 wgpu="${EMBER_TEST_WGPU:-auto}"
 if [[ "$wgpu" == auto ]]; then
@@ -18,6 +19,15 @@ if [[ "$wgpu" == auto ]]; then
         wgpu=0
     fi
 fi
+features=()
 if [[ "$wgpu" == 1 ]]; then
-    cargo test --locked -p ember-model -p emberd --features ember-model/wgpu,emberd/wgpu "$@" -- wgpu
+    features=(--features ember-model/wgpu,emberd/wgpu)
 fi
+
+# The end-to-end tests run the emberd binary that this same `cargo test` builds (cargo builds a
+# package's binaries for its integration tests), so they test exactly this feature set and no
+# second build is started from inside a test.
+profile=debug
+for a in "$@"; do [[ "$a" == --release ]] && profile=release; done
+export EMBERD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/$profile/emberd"
+cargo test --workspace --locked "${features[@]}" "$@"

@@ -644,12 +644,15 @@ fn sigterm_drains_in_flight_work_removes_the_socket_and_exits_0() {
         .unwrap();
     let rt = rt();
     rt.block_on(async {
+        // A generation long enough (thousands of steps) to be in flight when the signal comes.
+        let mut long = chat_body(&chat, true);
+        long["max_tokens"] = json!(3000);
         let r = send(
             &d.socket,
             "POST",
             "/v1/chat/completions",
             &[],
-            serde_json::to_vec(&chat_body(&chat, true)).unwrap(),
+            serde_json::to_vec(&long).unwrap(),
         )
         .await
         .unwrap();
@@ -657,10 +660,22 @@ fn sigterm_drains_in_flight_work_removes_the_socket_and_exits_0() {
         body.frame().await.unwrap().unwrap();
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(d.pid(), libc::SIGTERM) }, 0);
-        // The request in flight still completes...
+        // New connections are refused at once (the socket file is gone)...
+        let t0 = Instant::now();
+        while d.socket.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the socket stayed after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(UnixStream::connect(&d.socket).await.is_err());
+        // ...while the request in flight runs to its end, not cancelled.
         let rest = body.collect().await.unwrap().to_bytes();
         let rest = String::from_utf8(rest.to_vec()).unwrap();
         assert!(rest.contains("[DONE]"), "{rest}");
+        assert!(rest.contains(r#""finish_reason":"length""#), "{rest}");
+        assert!(!rest.contains("cancel"), "{rest}");
     });
     // ...and the daemon exits 0 with its socket removed.
     let t0 = Instant::now();
