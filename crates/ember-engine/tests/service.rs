@@ -30,7 +30,7 @@ fn model_paths() -> Vec<String> {
 
 fn load(path: &str) -> (Model, Arc<Tokenizer>) {
     let file = GgufFile::open(path).unwrap();
-    let model = Model::load(&file, &Default::default()).unwrap();
+    let model = Model::load(&file, &burn::tensor::Device::flex()).unwrap();
     (
         model,
         Arc::new(Tokenizer::from_gguf(file.metadata()).unwrap()),

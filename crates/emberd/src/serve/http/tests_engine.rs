@@ -37,7 +37,7 @@ pub(super) fn rig_with(
         Some(src) => ChatTemplate::new(src).expect("template"),
         None => crate::model::chat_template(Some(&file), None).expect("model template"),
     };
-    let model = ember_model::Model::load(&file, &Default::default()).expect("model");
+    let model = ember_model::Model::load(&file, &burn::tensor::Device::flex()).expect("model");
     let (engine, thread) =
         ember_engine::service::spawn(model, Arc::clone(&tok), cfg).expect("engine");
     let loaded = Loaded {
