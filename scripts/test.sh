@@ -20,8 +20,10 @@ if [[ "$wgpu" == auto ]]; then
     fi
 fi
 features=()
+export EMBERD_FEATURES=""
 if [[ "$wgpu" == 1 ]]; then
     features=(--features ember-model/wgpu,emberd/wgpu)
+    EMBERD_FEATURES="wgpu"
 fi
 
 # The end-to-end tests run the emberd binary that this same `cargo test` builds (cargo builds a
