@@ -362,7 +362,6 @@ async fn serve(settings: Settings, load: LoadJob, threads: usize) -> Result<()> 
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future(),
     );
-    tracing::info!("listening on {}", guard.path().display());
     let tcp_server = tcp.map(|l| {
         let app = http::router(state.clone(), s.tcp.as_ref().and_then(|(_, k)| key(k)));
         if let Ok(a) = l.local_addr() {

@@ -47,13 +47,6 @@ pub struct SocketGuard {
     _listening: OwnedFd,
 }
 
-impl SocketGuard {
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         match std::fs::symlink_metadata(&self.path) {
@@ -427,7 +420,7 @@ mod tests {
         assert_eq!(m.gid(), me.gid);
         let parent = std::fs::metadata(path.parent().expect("parent")).expect("stat dir");
         assert_eq!(parent.mode() & 0o777, 0o750);
-        assert_eq!(guard.path(), path);
+        assert_eq!(guard.path, path);
         let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("parent"))
             .expect("ls")
             .collect();

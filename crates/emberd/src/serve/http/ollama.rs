@@ -12,7 +12,7 @@ use super::error::{ApiError, JsonBody, Logged, OllamaError};
 use super::generation::{self, RequestCtx, Running, Step};
 use super::params::{self, OllamaOptions};
 use super::prompt::{self, ChatInput, Prompt};
-use super::reasoning::{ReasoningSplitter, Split, split_all};
+use super::reasoning::{self, ReasoningSplitter, Split, split_all};
 use super::{AppState, Loaded};
 use axum::Extension;
 use axum::body::{Body, Bytes};
@@ -266,13 +266,7 @@ impl NdState {
         let mut out = Vec::new();
         match self.running.next().await {
             Some(Step::Delta(d)) => {
-                let split = match &mut self.splitter {
-                    Some(s) => s.push(&d),
-                    None => Split {
-                        reasoning: String::new(),
-                        content: d,
-                    },
-                };
+                let split = reasoning::push_opt(&mut self.splitter, d);
                 if !split.content.is_empty() || (self.show_thinking && !split.reasoning.is_empty())
                 {
                     out.push(Self::line(&self.object(split, false)));

@@ -11,7 +11,7 @@ use super::error::{ApiError, JsonBody, Logged};
 use super::generation::{self, RequestCtx, Running, Step, timings_json, usage_json};
 use super::params::{self, OpenAiRequest, PromptInput};
 use super::prompt::{self, ChatInput};
-use super::reasoning::{ReasoningSplitter, Split, split_all};
+use super::reasoning::{self, ReasoningSplitter, Split, split_all};
 use super::{AppState, Loaded};
 use axum::Extension;
 use axum::extract::State;
@@ -264,13 +264,7 @@ impl SseState {
         }
         match self.running.next().await {
             Some(Step::Delta(d)) => {
-                let split = match &mut self.splitter {
-                    Some(s) => s.push(&d),
-                    None => Split {
-                        reasoning: String::new(),
-                        content: d,
-                    },
-                };
+                let split = reasoning::push_opt(&mut self.splitter, d);
                 self.text_chunks(split, &mut out);
             }
             Some(Step::Done { finished, finish }) => {

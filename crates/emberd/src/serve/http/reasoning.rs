@@ -137,6 +137,17 @@ impl ReasoningSplitter {
     }
 }
 
+/// Splits `delta` with `splitter`, or passes it all as content when the request does not split.
+pub(crate) fn push_opt(splitter: &mut Option<ReasoningSplitter>, delta: String) -> Split {
+    match splitter {
+        Some(s) => s.push(&delta),
+        None => Split {
+            reasoning: String::new(),
+            content: delta,
+        },
+    }
+}
+
 /// Whether a rendered chat prompt leaves the model inside a think block (R1 distills' templates
 /// end the generation prompt with `<think>\n`).
 pub(crate) fn prompt_opens_think(prompt: &str) -> bool {
