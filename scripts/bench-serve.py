@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+from benchlib import UnixHTTPConnection  # scripts/benchlib.py, beside this script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ember")
@@ -47,17 +49,6 @@ SYSTEM = ("You are the voice assistant of a smart home. You control lights, blin
 QUESTIONS = ["Turn on the kitchen lamp.", "Is the garage door closed?",
              "Set the bedroom to 19 degrees.", "Dim the living room lights to 30%.",
              "What is the temperature in the office?", "Close all blinds."]
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=600):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
 
 
 class Server:

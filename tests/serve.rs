@@ -5,7 +5,7 @@
 //! sockets, SIGTERM drain.
 #![allow(clippy::unwrap_used)]
 
-use ember_tests::{data_dir, emberd};
+use ember_tests::{emberd, model_path, reference};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
@@ -20,19 +20,6 @@ use tokio::net::UnixStream;
 /// The model the exact-text tests use: a tiny Qwen2 with the DeepSeek-R1 chat template (the
 /// answer starts inside `<think>`), whose greedy output llama.cpp recorded.
 const MODEL: &str = "tiny-qwen2-q4_0";
-
-fn model_path(stem: &str) -> PathBuf {
-    data_dir().join("models").join(format!("{stem}.gguf"))
-}
-
-fn reference(stem: &str) -> Vec<Value> {
-    let p = data_dir().join("reference").join(stem).join("greedy.jsonl");
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// A running `emberd serve`, killed on drop.
 struct Daemon {

@@ -200,7 +200,7 @@ impl<'t> Engine<'t> {
             return;
         }
         let now = Instant::now();
-        if req.deadline.is_some_and(|d| d <= now) {
+        if req.deadline.is_some_and(|d| d <= now) || req.start_by.is_some_and(|d| d <= now) {
             let _ = tx.send(Event::Error(EngineError::DeadlineExpired));
             return;
         }

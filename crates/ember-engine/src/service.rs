@@ -55,6 +55,9 @@ pub struct Request {
     pub params: GenerateParams,
     /// Give up (in the queue) or stop (while generating) at this instant.
     pub deadline: Option<Instant>,
+    /// Give up if no slot took the request by this instant (an MQTT request's Message Expiry):
+    /// once started, it runs to its end.
+    pub start_by: Option<Instant>,
 }
 
 /// What a request's stream carries: any number of `Token`, then exactly one `Done` or `Error`.

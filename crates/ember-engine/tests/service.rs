@@ -68,6 +68,7 @@ fn request(prompt: &[u32], max_tokens: usize) -> Request {
         prompt: prompt.to_vec(),
         params: greedy(max_tokens),
         deadline: None,
+        start_by: None,
     }
 }
 
@@ -247,6 +248,16 @@ fn a_full_queue_refuses_at_once_and_a_dropped_stream_frees_its_slot() {
     let fin = fin.unwrap();
     assert_eq!(fin.generation.finish_reason, FinishReason::Length);
     assert!(fin.generation.tokens.len() < 4000);
+    // `start_by` (an MQTT Message Expiry) only bounds the wait for a slot: passed → not run; a
+    // request that started in time runs to its end.
+    let mut expired = request(&ps[0], 4);
+    expired.start_by = Some(Instant::now());
+    let (_, fin) = drain(h.submit(expired).unwrap());
+    assert_eq!(fin.unwrap_err(), EngineError::DeadlineExpired);
+    let mut in_time = request(&ps[0], 40);
+    in_time.start_by = Some(Instant::now() + Duration::from_secs(60));
+    let (_, fin) = drain(h.submit(in_time).unwrap());
+    assert!(!fin.unwrap().generation.tokens.is_empty());
 
     // cancel_all: the running request ends Cancelled, new ones are refused, the thread ends.
     let running = h.submit(request(&ps[0], 4000)).unwrap();

@@ -8,6 +8,7 @@
 
 use crate::backend::Backend;
 use crate::serve::boards::{self, Board, Choice};
+use crate::serve::mqtt::{self, MqttConfig, MqttSettings};
 use crate::serve::socket::AllowList;
 // The value types of config keys, defined next to their users, re-exported as config types.
 pub use crate::serve::admission::{ByteSize, human_bytes};
@@ -80,6 +81,8 @@ pub struct ServeConfig {
     pub grace_period: Option<u64>,
     /// Largest request body accepted.
     pub max_body_bytes: Option<ByteSize>,
+    /// The MQTT front (`[mqtt]` table); off without a broker URL.
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// KV cache element type.
@@ -145,6 +148,10 @@ impl ModelSpec {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
     /// The key itself.
     pub fn expose(&self) -> &str {
         &self.0
@@ -191,6 +198,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub grace_period: Duration,
     pub max_body_bytes: usize,
+    /// The MQTT front, when a broker is configured.
+    pub mqtt: Option<MqttSettings>,
     /// Things allowed but probably unintended (world-connectable socket, keyless TCP); log them.
     pub warnings: Vec<String>,
 }
@@ -229,6 +238,9 @@ pub fn load(path: &Path) -> Result<ServeConfig> {
     rebase(&mut cfg.api_key_file);
     rebase(&mut cfg.tcp_api_key_file);
     rebase(&mut cfg.boards_dir);
+    if let Some(m) = cfg.mqtt.as_mut() {
+        m.rebase(base);
+    }
     if let Some(m) = cfg.model.as_mut()
         && let ModelSpec::Path(p) = ModelSpec::parse(m)
         && p.is_relative()
@@ -368,6 +380,12 @@ pub fn resolve(
     }
     let max_body_bytes = usize::try_from(max_body)
         .with_context(|| format!("max_body_bytes {max_body} is too large"))?;
+    let no_mqtt = MqttConfig::default();
+    let mqtt = mqtt::settings::resolve(
+        flags.mqtt.as_ref().unwrap_or(&no_mqtt),
+        file.mqtt.as_ref(),
+        &mqtt::settings::hostname,
+    )?;
 
     Ok(Settings {
         model,
@@ -388,6 +406,7 @@ pub fn resolve(
         log_format: pick!(log_format).unwrap_or(LogFormat::Text),
         grace_period: Duration::from_secs(pick!(grace_period).unwrap_or(defaults::GRACE_PERIOD_S)),
         max_body_bytes,
+        mqtt,
         warnings,
     })
 }

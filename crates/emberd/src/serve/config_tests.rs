@@ -20,7 +20,7 @@ fn the_example_config_parses() {
         .lines()
         .map(|l| {
             l.strip_prefix("# ")
-                .filter(|r| r.contains(" = "))
+                .filter(|r| r.contains(" = ") || r.starts_with('['))
                 .unwrap_or(l)
         })
         .collect::<Vec<_>>()
@@ -29,6 +29,9 @@ fn the_example_config_parses() {
     let all = parse(&uncommented).expect("example with every key uncommented");
     assert_eq!(all.socket_mode, Some(SocketMode(0o660)));
     assert_eq!(all.memory_budget, Some(ByteSize(3 << 30)));
+    let mqtt = all.mqtt.expect("[mqtt] table");
+    assert_eq!(mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1883"));
+    assert_eq!(mqtt.max_payload, Some(ByteSize(256 << 10)));
 }
 
 #[test]
@@ -89,10 +92,15 @@ fn relative_paths_in_a_file_are_relative_to_it() {
     let path = dir.path().join("ember.toml");
     std::fs::write(
         &path,
-        "model = \"models/m.gguf\"\napi_key_file = \"key\"\nboard = \"rpi5\"",
+        "model = \"models/m.gguf\"\napi_key_file = \"key\"\nboard = \"rpi5\"\n\
+         [mqtt]\nurl = \"mqtts://h\"\nca_file = \"ca.pem\"",
     )
     .expect("write");
     let c = load(&path).expect("load");
+    assert_eq!(
+        c.mqtt.as_ref().and_then(|m| m.ca_file.clone()),
+        Some(dir.path().join("ca.pem"))
+    );
     assert_eq!(
         c.model,
         Some(

@@ -10,6 +10,7 @@ pub mod admission;
 pub mod boards;
 pub mod config;
 pub mod http;
+pub mod mqtt;
 pub mod notify;
 pub mod socket;
 
@@ -118,6 +119,42 @@ pub struct ServeArgs {
     /// Do not reuse cached prompt prefixes.
     #[arg(long)]
     no_prefix_reuse: bool,
+    /// MQTT broker: mqtt://[user[:password]@]HOST[:PORT] or mqtts://… (turns the MQTT front on).
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_url: Option<String>,
+    /// This daemon's name in MQTT topics (ember/<node>/…); default: the host name.
+    #[arg(long, help_heading = "MQTT")]
+    node: Option<String>,
+    /// Also take fleet requests from the shared subscription $share/<group>/ember/request.
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_group: Option<String>,
+    /// MQTT client id (default emberd-<node>).
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_client_id: Option<String>,
+    /// MQTT user name.
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_username: Option<String>,
+    /// File holding the MQTT password.
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) for mqtts:// (default: the system's).
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_ca: Option<PathBuf>,
+    /// PEM client certificate for mqtts://.
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_client_key: Option<PathBuf>,
+    /// Largest MQTT request payload (default 256KiB); bigger ones get a too_large reply.
+    #[arg(long, value_parser = parse_bytes, help_heading = "MQTT")]
+    mqtt_max_payload: Option<u64>,
+    /// Publish Home Assistant MQTT discovery messages.
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_discovery: bool,
+    /// Home Assistant's discovery prefix (default homeassistant).
+    #[arg(long, help_heading = "MQTT")]
+    mqtt_discovery_prefix: Option<String>,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -166,6 +203,23 @@ impl ServeArgs {
             log_format: self.log_format,
             grace_period: self.grace_period,
             max_body_bytes: self.max_body_bytes.map(ByteSize),
+            mqtt: Some(mqtt::MqttConfig {
+                url: self.mqtt_url.clone(),
+                node: self.node.clone(),
+                group: self.mqtt_group.clone(),
+                client_id: self.mqtt_client_id.clone(),
+                username: self.mqtt_username.clone(),
+                password: None,
+                password_file: self.mqtt_password_file.clone(),
+                ca_file: self.mqtt_ca.clone(),
+                client_cert: self.mqtt_client_cert.clone(),
+                client_key: self.mqtt_client_key.clone(),
+                max_payload: self.mqtt_max_payload.map(ByteSize),
+                discovery: self.mqtt_discovery.then_some(true),
+                discovery_prefix: self.mqtt_discovery_prefix.clone(),
+                keep_alive: None,
+                session_expiry: None,
+            }),
         }
     }
 }
@@ -183,6 +237,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     tracing::info!("{}", choice.summary);
     for w in &settings.warnings {
         tracing::warn!("{w}");
+    }
+    if let Some(m) = &settings.mqtt {
+        mqtt::check(m)?;
     }
     let threads = backend::init_threads(settings.threads)?;
     let device = backend::device(settings.backend)?;
@@ -394,6 +451,11 @@ async fn serve(settings: Settings, load: LoadJob, threads: usize) -> Result<()> 
             return Ok(());
         }
     };
+    // MQTT starts once the model is in: `online` means requests will be answered.
+    let mqtt = match settings.mqtt.clone() {
+        Some(m) => Some(mqtt::MqttFront::start(m, state.clone())?),
+        None => None,
+    };
     notify::ready();
     notify::status(&format!("serving {}", settings.model_name));
     let probe = engine.clone();
@@ -410,10 +472,14 @@ async fn serve(settings: Settings, load: LoadJob, threads: usize) -> Result<()> 
     let _ = stop_tx.send(true);
     // The socket file goes now: new clients get "no such file" at once instead of queueing.
     drop(guard);
+    let mqtt_drained = mqtt.as_ref().map(mqtt::MqttFront::drained);
     let drain = async {
         let _ = unix_server.await;
         if let Some(t) = tcp_server {
             let _ = t.await;
+        }
+        if let Some(d) = mqtt_drained {
+            d.await;
         }
     };
     tokio::pin!(drain);
@@ -430,6 +496,9 @@ async fn serve(settings: Settings, load: LoadJob, threads: usize) -> Result<()> 
         engine.cancel_all();
         // Cancelled streams end at once; give their connections a moment to write the end.
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut drain).await;
+    }
+    if let Some(m) = mqtt {
+        m.close().await;
     }
     drop(engine);
     drop(state);

@@ -186,14 +186,16 @@ impl Running {
     }
 }
 
-/// Submits a prompt: the deadline comes from the daemon's request timeout; a refusal maps to
-/// its HTTP error (busy → 503 with `Retry-After`).
+/// Submits a prompt: the deadline comes from the daemon's request timeout, `start_by` from the
+/// caller (an MQTT request's Message Expiry); a refusal maps to its HTTP error (busy → 503 with
+/// `Retry-After`).
 pub(crate) fn submit(
     state: &AppState,
     loaded: &Loaded,
     ctx: &RequestCtx,
     prompt: Vec<u32>,
     params: GenerateParams,
+    start_by: Option<Instant>,
 ) -> Result<Running, ApiError> {
     // `checked_add`: a configured timeout too large for an `Instant` means no deadline.
     let deadline = state
@@ -206,6 +208,7 @@ pub(crate) fn submit(
         prompt,
         params,
         deadline,
+        start_by,
     };
     let events = loaded
         .engine
@@ -266,20 +269,19 @@ pub(crate) fn unix_now() -> u64 {
 
 /// A random id with a prefix (`chatcmpl-…`, `req-…`): 96 bits, hex.
 pub(crate) fn random_id(prefix: &str) -> String {
+    format!("{prefix}{:016x}{:08x}", random_u64(), random_u64() as u32)
+}
+
+/// A random number from a per-thread generator seeded by the OS (ids, retry jitter).
+pub(crate) fn random_u64() -> u64 {
     use rand::Rng;
     use std::cell::RefCell;
     thread_local! {
         static RNG: RefCell<rand::rngs::StdRng> = RefCell::new(seed_rng());
     }
-    let (a, b) = RNG.with(|r| {
-        let mut r = r.borrow_mut();
-        (r.next_u64(), r.next_u32())
-    });
-    format!("{prefix}{a:016x}{b:08x}")
+    RNG.with(|r| r.borrow_mut().next_u64())
 }
 
-/// A generator seeded from the OS, or (if that fails) from the clock and std's random hasher
-/// keys: ids only need to be unique, not secret.
 fn seed_rng() -> rand::rngs::StdRng {
     use rand::SeedableRng;
     use std::hash::{BuildHasher, Hasher};

@@ -11,14 +11,14 @@
 //! `emberd::request`) and counts it; generation requests are logged by their own guard at their
 //! end ([`generation`]), so a stream is logged once, with its token counts and timings.
 
-mod error;
-mod generation;
+pub(crate) mod error;
+pub(crate) mod generation;
 pub mod metrics;
 mod ollama;
 mod openai;
-mod params;
-mod prompt;
-mod reasoning;
+pub(crate) mod params;
+pub(crate) mod prompt;
+pub(crate) mod reasoning;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

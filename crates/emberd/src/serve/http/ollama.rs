@@ -155,7 +155,7 @@ async fn run(
         Some(o) => o.knobs.generate_params(o.num_predict, p.ids.len(), n_ctx)?,
         None => params::Knobs::default().generate_params(None, p.ids.len(), n_ctx)?,
     };
-    let running = generation::submit(state, loaded, ctx, p.ids, gen_params)?;
+    let running = generation::submit(state, loaded, ctx, p.ids, gen_params, None)?;
     let st = NdState {
         running,
         kind,

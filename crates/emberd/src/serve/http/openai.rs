@@ -104,7 +104,7 @@ pub(super) async fn chat(
     let gen_params = req
         .knobs
         .generate_params(req.requested_max(), prompt.ids.len(), n_ctx)?;
-    let running = generation::submit(&state, loaded, &ctx, prompt.ids, gen_params)?;
+    let running = generation::submit(&state, loaded, &ctx, prompt.ids, gen_params, None)?;
     let split = (loaded.thinks() && req.split_reasoning()).then_some(prompt.opens_think);
     let meta = Meta::new(Kind::Chat, loaded);
     if req.stream.unwrap_or(false) {
@@ -139,7 +139,7 @@ pub(super) async fn completions(
     let gen_params = req
         .knobs
         .generate_params(req.requested_max(), ids.len(), n_ctx)?;
-    let running = generation::submit(&state, loaded, &ctx, ids, gen_params)?;
+    let running = generation::submit(&state, loaded, &ctx, ids, gen_params, None)?;
     let meta = Meta::new(Kind::Text, loaded);
     if req.stream.unwrap_or(false) {
         Ok(sse(running, meta, None, req.include_usage()))

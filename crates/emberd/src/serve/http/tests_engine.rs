@@ -383,6 +383,7 @@ fn long_request(r: &Rig) -> EventStream {
             prompt,
             params,
             deadline: None,
+            start_by: None,
         })
         .expect("submitted")
 }
