@@ -159,6 +159,12 @@ impl Broker {
     /// Starts a broker on a free port, with its config, store and log in `dir` (which must
     /// exist and outlive the broker); returns once it accepts TCP connections.
     pub fn start(dir: &Path) -> Broker {
+        Broker::start_with(dir, "allow_anonymous true\n")
+    }
+
+    /// [`Broker::start`] with `listener` lines (TLS files, authentication) in place of
+    /// `allow_anonymous true`.
+    pub fn start_with(dir: &Path, listener: &str) -> Broker {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         // `user root`: when started as root, mosquitto 2 would otherwise drop to the `mosquitto`
@@ -168,7 +174,7 @@ impl Broker {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\n\
-                 allow_anonymous true\n\
+                 {listener}\
                  user root\n\
                  persistence true\n\
                  persistence_location {dir}/\n\

@@ -114,6 +114,11 @@ impl Daemon {
     }
 
     fn spawn(broker: &Broker, node: &str, model: &str, extra: &[&str]) -> Daemon {
+        Daemon::spawn_at(&broker.url(), node, model, extra)
+    }
+
+    /// Starts `emberd serve` connected to the broker at `url`; does not wait.
+    fn spawn_at(url: &str, node: &str, model: &str, extra: &[&str]) -> Daemon {
         let dir = tempdir();
         let socket = dir.path().join("s.sock");
         let mut child = Command::new(emberd())
@@ -121,14 +126,7 @@ impl Daemon {
             .arg(model_path(model))
             .arg("--socket")
             .arg(&socket)
-            .args([
-                "--threads",
-                "1",
-                "--mqtt-url",
-                &broker.url(),
-                "--node",
-                node,
-            ])
+            .args(["--threads", "1", "--mqtt-url", url, "--node", node])
             .args(extra)
             .env("EMBER_LOG", "info")
             .stdin(Stdio::null())
@@ -1668,4 +1666,179 @@ fn mosquitto_pub_and_sub_drive_the_daemon() {
         out.status
     );
     assert!(stdout.contains("\"finish_reason\""), "{stdout}\n{stderr}");
+}
+
+/// Runs `cmd`, panicking with its stderr when it fails.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A test CA, and a certificate it signed for `name` (`localhost` also gets the SAN the broker
+/// is reached by), as PEM files `<name>.pem` / `<name>.key` in `dir`.
+fn issue_cert(dir: &Path, name: &str) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    if !dir.join("ca.pem").exists() {
+        run_ok(
+            Command::new("openssl")
+                .current_dir(dir)
+                .args(["req", "-x509"])
+                .args(ec)
+                .args(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"])
+                .args(["-subj", "/CN=ember test CA"]),
+        );
+    }
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("openssl")
+            .current_dir(dir)
+            .arg("req")
+            .args(ec)
+            .args([
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ])
+            .args(["-subj", &format!("/CN={name}")]),
+    );
+    run_ok(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args(["x509", "-req", "-in", &format!("{name}.csr")])
+            .args(["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"])
+            .args(["-out", &format!("{name}.pem"), "-days", "2", "-extfile"])
+            .arg(&ext),
+    );
+}
+
+#[test]
+fn mqtts_with_client_certificate_and_password() {
+    require_mqtt!("mqtt TLS");
+    let tools = [
+        "openssl",
+        "mosquitto_passwd",
+        "mosquitto_pub",
+        "mosquitto_sub",
+    ];
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(t) = tools
+        .iter()
+        .find(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+    {
+        assert!(
+            std::env::var_os("EMBER_TEST_MQTT").is_none_or(|v| v != "1"),
+            "EMBER_TEST_MQTT=1 but {t} is not on PATH"
+        );
+        eprintln!("SKIP mqtt TLS: {t} not on PATH");
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    issue_cert(d, "localhost");
+    issue_cert(d, "emberd");
+    issue_cert(d, "hub");
+    run_ok(
+        Command::new("mosquitto_passwd")
+            .current_dir(d)
+            .args(["-b", "-c", "passwd", "kitchen", "s3cret"]),
+    );
+    std::fs::write(d.join("password"), "s3cret\n").unwrap();
+    std::fs::write(d.join("wrong"), "guess\n").unwrap();
+    let p = |f: &str| d.join(f).display().to_string();
+    let broker = Broker::start_with(
+        d,
+        &format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\
+             allow_anonymous false\npassword_file {}\n",
+            p("ca.pem"),
+            p("localhost.pem"),
+            p("localhost.key"),
+            p("passwd")
+        ),
+    );
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let tls = |password: &str| {
+        vec![
+            "--mqtt-ca".to_owned(),
+            p("ca.pem"),
+            "--mqtt-client-cert".to_owned(),
+            p("emberd.pem"),
+            "--mqtt-client-key".to_owned(),
+            p("emberd.key"),
+            "--mqtt-username".to_owned(),
+            "kitchen".to_owned(),
+            "--mqtt-password-file".to_owned(),
+            p(password),
+        ]
+    };
+    let args = tls("password");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut daemon = Daemon::spawn_at(&url, "tls", MODEL, &args);
+    let client_args = format!(
+        "--cafile {} --cert {} --key {} -u kitchen -P s3cret",
+        p("ca.pem"),
+        p("hub.pem"),
+        p("hub.key")
+    );
+    // The retained status, read over TLS, says the daemon got in.
+    let t0 = Instant::now();
+    loop {
+        let out = Command::new("mosquitto_sub")
+            .args(["-V", "5", "-h", "localhost", "-p", &broker.port.to_string()])
+            .args(client_args.split(' '))
+            .args(["-t", "ember/tls/status", "-C", "1", "-W", "2"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "online" {
+            break;
+        }
+        daemon.assert_running();
+        assert!(t0.elapsed() < WAIT, "the daemon never came online over TLS");
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mqtt_cli.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(broker.port.to_string())
+        .arg("tls")
+        .env("EMBER_MQTT_HOST", "localhost")
+        .env("EMBER_MQTT_CLIENT_ARGS", &client_args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mqtt_cli.sh over TLS failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"finish_reason\""), "{stdout}");
+
+    // A wrong password is refused by the broker: the daemon says so and keeps retrying.
+    let args = tls("wrong");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut refused = Daemon::spawn_at(&url, "tls2", MODEL, &args);
+    let t0 = Instant::now();
+    while !refused.log().contains("refused the connection") {
+        refused.assert_running();
+        assert!(t0.elapsed() < WAIT, "no refusal logged:\n{}", refused.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

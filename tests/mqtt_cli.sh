@@ -6,8 +6,9 @@
 #
 # Usage: tests/mqtt_cli.sh PORT NODE
 #    or: EMBER_MQTT_PORT=1883 EMBER_MQTT_NODE=kitchen tests/mqtt_cli.sh
-# EMBER_MQTT_HOST overrides the broker host (default 127.0.0.1). `tests/mqtt.rs` runs it against
-# its own broker and daemon.
+# EMBER_MQTT_HOST overrides the broker host (default 127.0.0.1); EMBER_MQTT_CLIENT_ARGS adds options
+# to every mosquitto client (TLS and credentials: "--cafile ca.pem --cert c.pem --key c.key -u U -P P").
+# `tests/mqtt.rs` runs it against its own broker and daemon.
 set -euo pipefail
 
 port="${1:-${EMBER_MQTT_PORT:-}}"
@@ -37,7 +38,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-common=(-V 5 -h "$host" -p "$port")
+# shellcheck disable=SC2206 # word splitting of the extra options is the point
+common=(-V 5 -h "$host" -p "$port" ${EMBER_MQTT_CLIENT_ARGS:-})
 # One persistent session for the reply topic (-c, a fixed client id, a session expiry): a first
 # subscriber creates it and exits as soon as the broker acknowledges the subscription (-E), so
 # the broker queues the reply for this session from then on and the background subscriber below

@@ -19,7 +19,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, LastWill, LastWillProperties, Packet, Publish, PublishProperties,
 };
-use rumqttc::v5::{AsyncClient, ClientError, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, ClientError, ConnectionError, Event, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -203,9 +203,17 @@ pub async fn drive(
                     } else if !connected {
                         failures += 1;
                         if failures == 1 || failures.is_multiple_of(6) {
-                            tracing::warn!(
-                                "mqtt cannot connect to {target} (attempt {failures}): {e}"
-                            );
+                            if let ConnectionError::ConnectionRefused(code) = &e {
+                                tracing::error!(
+                                    "mqtt broker {target} refused the connection: {code:?} \
+                                     (check the username, password, client certificate and \
+                                     client id; attempt {failures})"
+                                );
+                            } else {
+                                tracing::warn!(
+                                    "mqtt cannot connect to {target} (attempt {failures}): {e}"
+                                );
+                            }
                         }
                     }
                     break;
