@@ -3,7 +3,7 @@
 //! (exit code 2, one line on stderr, never a panic).
 #![allow(clippy::unwrap_used)]
 
-use ember_tests::{data_dir, run, run_env, smollm2};
+use ember_tests::{data_dir, model_path, run, run_env, smollm2};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -96,6 +96,21 @@ fn info_matches_llama_cpp_on_every_model() {
                 "{label} {key}"
             );
         }
+        // KV cache per token: llama.cpp's per-layer K/V widths in f16; with MLA (deepseek2) only
+        // the compressed latent plus the rope key.
+        let get = |k: &str| kv[format!("{arch}.{k}")].as_u64();
+        let n_layer = get("block_count").unwrap();
+        let want_kv = if arch == "deepseek2" {
+            n_layer
+                * (get("attention.kv_lora_rank").unwrap() + get("rope.dimension_count").unwrap())
+                * 2
+        } else {
+            let heads = get("attention.head_count").unwrap();
+            let head_dim =
+                get("attention.key_length").unwrap_or(get("embedding_length").unwrap() / heads);
+            n_layer * 2 * get("attention.head_count_kv").unwrap_or(heads) * head_dim * 2
+        };
+        assert_eq!(info["engine"]["kv_bytes_per_token"], want_kv, "{label}");
         let vocab = &info["vocab"];
         assert_eq!(vocab["size"], meta["n_vocab"], "{label}");
         assert_eq!(vocab["bos_id"], meta["bos_id"], "{label}");
@@ -116,7 +131,9 @@ fn info_matches_llama_cpp_on_every_model() {
         assert_eq!(text.code, 0);
         let text = text.text();
         assert!(
-            text.contains(arch) && text.contains(&params.to_string()),
+            text.contains(arch)
+                && text.contains(&params.to_string())
+                && text.contains(&format!("{want_kv} bytes/token")),
             "{label}: {text}"
         );
     }
@@ -414,7 +431,11 @@ fn bad_input_is_one_line_and_exit_2() {
 fn run_greedy_matches_llama_cpp() {
     let tmp = std::env::temp_dir().join(format!("ember-run-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let mut cases = vec![(tiny_llama(), "tiny-llama-q2_k")];
+    let v3 = model_path("tiny-deepseek-v3-q4_k_m");
+    let mut cases = vec![
+        (tiny_llama(), "tiny-llama-q2_k"),
+        (v3.to_str().unwrap().to_owned(), "tiny-deepseek-v3-q4_k_m"),
+    ];
     if let Some(p) = smollm2() {
         cases.push((p.to_str().unwrap().to_owned(), "smollm2-135m-instruct-q4_1"));
     }
@@ -566,13 +587,20 @@ fn run_greedy_matches_llama_cpp() {
             "wgpu",
         );
     }
-    let v2 = data_dir().join("models/tiny-deepseek-v2-lite-q4_k_m.gguf");
+    // An architecture ember does not run: tiny-llama relabelled (same-length name).
+    let mut bytes = std::fs::read(tiny_llama()).unwrap();
+    let key = b"general.architecture";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 4 + 8;
+    assert_eq!(&bytes[at..at + 5], b"llama");
+    bytes[at..at + 5].copy_from_slice(b"gemma");
+    let other = tmp.join("gemma.gguf");
+    std::fs::write(&other, bytes).unwrap();
     assert_clean_error(
         &run(
-            &["run", "--model", v2.to_str().unwrap(), "--prompt", "hi"],
+            &["run", "--model", other.to_str().unwrap(), "--prompt", "hi"],
             b"",
         ),
-        "deepseek2",
+        "'gemma' is not supported",
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
@@ -675,4 +703,41 @@ fn bench_reports_speed_memory_and_roofline() {
         &run(&["bench", "--model", &model, "--repeat", "0"], b""),
         "--repeat",
     );
+}
+
+/// MLA: `bench` reports the latent KV cache (`(kv_lora_rank + qk_rope) × 2 bytes × n_layer`, 3 ×
+/// 272 × 2 for tiny-deepseek-v3) and counts only the routed experts a token uses (2 of 8) in the
+/// weights it reads per token.
+#[test]
+fn bench_reports_mla_kv_and_moe_bytes() {
+    let model = model_path("tiny-deepseek-v3-q4_k_m");
+    let model = model.to_str().unwrap();
+    let out = run(
+        &[
+            "bench",
+            "--model",
+            model,
+            "--threads",
+            "1",
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "2",
+            "--repeat",
+            "1",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = out.text();
+    assert!(text.contains("KV cache: 1632 bytes/token"), "{text}");
+    let v: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(v["kv_bytes_per_token"], 3 * (256 + 16) * 2);
+    let meta = read_json(&data_dir().join("reference/tiny-deepseek-v3-q4_k_m/meta.json"));
+    let file = meta["bytes"].as_u64().unwrap();
+    let read = v["weight_bytes_per_token"].as_u64().unwrap();
+    // The six expert stacks of layers 1-2 are most of the file; a token reads a quarter of them.
+    assert!(read < file * 2 / 3, "{read} of {file}");
+    assert!(v["decode_tok_s"].as_f64().unwrap() > 0.0);
 }

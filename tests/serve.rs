@@ -440,6 +440,18 @@ fn busy_gets_503_with_retry_after_bad_requests_get_4xx_json_and_the_daemon_keeps
         assert_eq!(holder.status(), StatusCode::OK);
         let mut holder = holder.into_body();
         holder.frame().await.unwrap().unwrap();
+        // The first SSE frame can precede the engine taking the job: wait until it holds the slot
+        // (on a loaded machine the holder may otherwise still sit in the queue).
+        let t0 = Instant::now();
+        loop {
+            let (_, _, m) = get(&d.socket, "/metrics").await.unwrap();
+            let m = String::from_utf8(m).unwrap();
+            if metric(&m, "ember_active_slots", "") >= 1.0 && metric(&m, "ember_queue_depth", "") == 0.0 {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "the first request never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let waiting = tokio::spawn({
             let socket = d.socket.clone();
             let body = serde_json::to_vec(&chat_body(&chat, false)).unwrap();
@@ -454,6 +466,8 @@ fn busy_gets_503_with_retry_after_bad_requests_get_4xx_json_and_the_daemon_keeps
             assert!(t0.elapsed() < Duration::from_secs(30), "the second request never queued");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // The depth counts a request just before it enters the queue: let it get there.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         // ...so the next is refused at once.
         let (s, h, v) = post(&d.socket, "/v1/chat/completions", &chat_body(&chat, false)).await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");

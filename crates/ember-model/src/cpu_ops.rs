@@ -31,6 +31,20 @@ pub struct AttnParams {
     pub start: usize,
 }
 
+/// Shapes of one multi-head latent attention call (absorbed form: MQA over the latent).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MlaParams {
+    pub n_head: usize,
+    /// The latent part of each query/key row (first), also the value.
+    pub kv_lora_rank: usize,
+    /// The rotated part of each query/key row (after the latent).
+    pub rope_dim: usize,
+    /// Softmax scale of the scores.
+    pub scale: f32,
+    /// Position of the first new row.
+    pub start: usize,
+}
+
 /// Burn backend extension: fused decoder glue on the CPU.
 #[backend_extension(Flex)]
 pub trait CpuOps: Backend {
@@ -55,6 +69,20 @@ pub trait CpuOps: Backend {
         sin: FloatTensor<Self>,
         p: AttnParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// Multi-head latent attention in the absorbed form for `t` new rows: `q [t, H*(L+R)]` (per
+    /// head the latent-space query, then the not yet rotated rope part), `kv [t, L+R]` (the
+    /// normalised latent, then the not yet rotated rope key), the cache `[1, C, L+R]` and the
+    /// RoPE tables `[t, R/2]`. The latent part of each cached row is also its value. Returns the
+    /// output `[t, H*L]` (before the per-head value decompression) and the cache with the new
+    /// rows written at `start..start+t`.
+    fn fused_mla_attention(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        cache: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        p: MlaParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// f32 contents of a tensor (copied only when it is not a contiguous f32 tensor already).
@@ -159,48 +187,129 @@ impl CpuOps for Flex {
                 rope(head, c, s, p.neox);
             }
         }
+        if k_cache.dtype() == DType::F16 {
+            round_to_f16(&mut q);
+        }
         let ok = write_cache(&mut k_cache, &k, p.start, t, hkv, d, cap)
             && write_cache(&mut v_cache, &v, p.start, t, hkv, d, cap);
         if !ok {
             tracing::error!("internal error (please report): KV cache of an unexpected type");
             return (tensor(out, [t, h * d]), k_cache, v_cache);
         }
-        let job = AttnJob {
+        AttnJob {
             q: &q,
             k: Cache::of(&k_cache),
             v: Cache::of(&v_cache),
             t,
             h,
             hkv,
-            d,
+            dk: d,
+            dv: d,
+            v_stride: d,
+            v_off: 0,
             cap,
             start: p.start,
+            scale: 1.0 / (d as f32).sqrt(),
+            round_f16: k_cache.dtype() == DType::F16,
             next: AtomicUsize::new(0),
             out: DisjointOut::new(&mut out),
-        };
-        let work = |_: usize| job.run();
-        if t * h * (p.start + t) * d >= 1 << 16 {
-            ember_quant::pool::global().run(&work);
-        } else {
-            work(0);
         }
+        .execute();
         (tensor(out, [t, h * d]), k_cache, v_cache)
+    }
+
+    fn fused_mla_attention(
+        q: FlexTensor,
+        kv: FlexTensor,
+        mut cache: FlexTensor,
+        cos: FlexTensor,
+        sin: FlexTensor,
+        p: MlaParams,
+    ) -> (FlexTensor, FlexTensor) {
+        let (h, latent, rope_dim) = (p.n_head, p.kv_lora_rank, p.rope_dim);
+        let dk = latent + rope_dim;
+        let mut q = f32s(&q).into_owned();
+        let mut kv = f32s(&kv).into_owned();
+        let (cos, sin) = (f32s(&cos), f32s(&sin));
+        let t = q.len().checked_div(h * dk).unwrap_or(0);
+        let cache_dims = cache.layout().shape().dims::<3>();
+        let cap = cache_dims[1];
+        let mut out = vec![0f32; t * h * latent];
+        let fits = h > 0
+            && cache_dims == [1, cap, dk]
+            && cache.is_contiguous()
+            && kv.len() == t * dk
+            && p.start + t <= cap
+            && cos.len() == t * (rope_dim / 2)
+            && sin.len() == cos.len();
+        if !fits {
+            tracing::error!("internal error (please report): MLA attention shapes {p:?}, t {t}");
+            return (tensor(out, [t, h * latent]), cache);
+        }
+        let half = rope_dim / 2;
+        for i in 0..t {
+            let (c, s) = (
+                &cos[i * half..(i + 1) * half],
+                &sin[i * half..(i + 1) * half],
+            );
+            for head in q[i * h * dk..(i + 1) * h * dk].chunks_exact_mut(dk) {
+                rope(&mut head[latent..], c, s, false);
+            }
+            rope(&mut kv[i * dk + latent..(i + 1) * dk], c, s, false);
+        }
+        if cache.dtype() == DType::F16 {
+            round_to_f16(&mut q);
+        }
+        if !write_cache(&mut cache, &kv, p.start, t, 1, dk, cap) {
+            tracing::error!("internal error (please report): MLA cache of an unexpected type");
+            return (tensor(out, [t, h * latent]), cache);
+        }
+        AttnJob {
+            q: &q,
+            k: Cache::of(&cache),
+            v: Cache::of(&cache),
+            t,
+            h,
+            hkv: 1,
+            dk,
+            dv: latent,
+            v_stride: dk,
+            v_off: 0,
+            cap,
+            start: p.start,
+            scale: p.scale,
+            round_f16: cache.dtype() == DType::F16,
+            next: AtomicUsize::new(0),
+            out: DisjointOut::new(&mut out),
+        }
+        .execute();
+        (tensor(out, [t, h * latent]), cache)
     }
 }
 
 /// One attention call, split into tasks of (KV head, row): each task converts every cached K and
 /// V row of its KV head once and uses it for all the query heads of the group.
 struct AttnJob<'a> {
+    /// `[t, h, dk]`.
     q: &'a [f32],
+    /// Rows of `dk`.
     k: Cache<'a>,
+    /// Rows of `v_stride`, of which `dv` from `v_off` are the value (V may be a view of K).
     v: Cache<'a>,
     t: usize,
     h: usize,
     hkv: usize,
-    d: usize,
+    dk: usize,
+    dv: usize,
+    v_stride: usize,
+    v_off: usize,
     cap: usize,
     start: usize,
+    scale: f32,
+    /// Round the probabilities to f16 before they weight V (as ggml's F16 products do).
+    round_f16: bool,
     next: AtomicUsize,
+    /// `[t, h, dv]`.
     out: DisjointOut<'a>,
 }
 
@@ -225,13 +334,13 @@ impl AttnJob<'_> {
 
     #[inline(always)]
     fn run_generic(&self) {
-        let (h, d, t) = (self.h, self.d, self.t);
+        let (h, dk, dv, t) = (self.h, self.dk, self.dv, self.t);
         let g = h / self.hkv;
         let len = self.start + t;
         let mut scores = vec![0f32; g * len];
-        let mut row = vec![0f32; d];
-        let mut acc = vec![0f32; g * d];
-        let scale = 1.0 / (d as f32).sqrt();
+        let mut krow = vec![0f32; dk];
+        let mut vrow = vec![0f32; self.v_stride];
+        let mut acc = vec![0f32; g * dv];
         loop {
             let task = self.next.fetch_add(1, Ordering::Relaxed);
             if task >= self.hkv * t {
@@ -240,11 +349,11 @@ impl AttnJob<'_> {
             let (kvh, i) = (task / t, task % t);
             // Row i sees keys 0..=start+i.
             let seen = self.start + i + 1;
-            let qs = &self.q[(i * h + kvh * g) * d..(i * h + (kvh + 1) * g) * d];
+            let qs = &self.q[(i * h + kvh * g) * dk..(i * h + (kvh + 1) * g) * dk];
             for j in 0..seen {
-                self.k.row(kvh, j, self.cap, d, &mut row);
-                for (qh, sc) in qs.chunks_exact(d).zip(scores.chunks_exact_mut(len)) {
-                    sc[j] = dot(qh, &row) * scale;
+                self.k.row(kvh, j, self.cap, dk, &mut krow);
+                for (qh, sc) in qs.chunks_exact(dk).zip(scores.chunks_exact_mut(len)) {
+                    sc[j] = dot(qh, &krow) * self.scale;
                 }
             }
             for sc in scores.chunks_exact_mut(len) {
@@ -258,21 +367,44 @@ impl AttnJob<'_> {
                 let inv = 1.0 / sum;
                 for x in sc.iter_mut() {
                     *x *= inv;
+                    if self.round_f16 {
+                        *x = f16::from_f32(*x).to_f32();
+                    }
                 }
             }
             acc.fill(0.0);
             for j in 0..seen {
-                self.v.row(kvh, j, self.cap, d, &mut row);
-                for (a, sc) in acc.chunks_exact_mut(d).zip(scores.chunks_exact(len)) {
+                self.v.row(kvh, j, self.cap, self.v_stride, &mut vrow);
+                let row = &vrow[self.v_off..self.v_off + dv];
+                for (a, sc) in acc.chunks_exact_mut(dv).zip(scores.chunks_exact(len)) {
                     let w = sc[j];
-                    for (a, &x) in a.iter_mut().zip(&row) {
+                    for (a, &x) in a.iter_mut().zip(row) {
                         *a += w * x;
                     }
                 }
             }
             // SAFETY: each task owns the disjoint output range of its row and KV head's group.
-            unsafe { self.out.write((i * h + kvh * g) * d, &acc) };
+            unsafe { self.out.write((i * h + kvh * g) * dv, &acc) };
         }
+    }
+
+    /// Runs the tasks, on the pool when there is enough work.
+    fn execute(&self) {
+        let work = |_: usize| self.run();
+        if self.t * self.h * (self.start + self.t) * self.dk >= 1 << 16 {
+            ember_quant::pool::global().run(&work);
+        } else {
+            work(0);
+        }
+    }
+}
+
+/// Rounds to f16 and back: what ggml does to the activations of a product with an F16 matrix
+/// (here the queries against the F16 K cache; the probabilities against V get the same in
+/// [`AttnJob`]).
+fn round_to_f16(x: &mut [f32]) {
+    for v in x {
+        *v = f16::from_f32(*v).to_f32();
     }
 }
 
@@ -417,4 +549,23 @@ pub(crate) fn attention(
         Tensor::from_dispatch(kc),
         Tensor::from_dispatch(vc),
     )
+}
+
+pub(crate) fn mla_attention(
+    q: Tensor<2>,
+    kv: Tensor<2>,
+    cache: Tensor<3>,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    p: MlaParams,
+) -> (Tensor<2>, Tensor<3>) {
+    let (o, c) = <Dispatch as CpuOps>::fused_mla_attention(
+        q.into_dispatch(),
+        kv.into_dispatch(),
+        cache.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        p,
+    );
+    (Tensor::from_dispatch(o), Tensor::from_dispatch(c))
 }

@@ -6,7 +6,7 @@ use ember_quant::QuantError;
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("architecture '{0}' is not supported (ember runs llama and qwen2)")]
+    #[error("architecture '{0}' is not supported (ember runs llama, qwen2 and deepseek2)")]
     UnsupportedArch(String),
     #[error(transparent)]
     Metadata(#[from] MetadataError),

@@ -19,7 +19,8 @@ pub fn rms_norm(x: Tensor<2>, w: &Tensor<1>, eps: f32) -> Tensor<2> {
     x / (ms + eps).sqrt() * w.clone().unsqueeze::<2>()
 }
 
-/// Rotary embedding tables for one batch of positions.
+/// Rotary embedding tables for one batch of positions, as ggml's `ggml_rope_cache_init`
+/// computes them (YaRN's ramp between interpolated and extrapolated frequencies included).
 #[derive(Debug)]
 pub struct Rope {
     kind: RopeKind,
@@ -27,6 +28,11 @@ pub struct Rope {
     /// Per rotated pair: base^(-2i/dim) / freq_factor[i].
     inv_freq: Vec<f32>,
     freq_scale: f32,
+    /// Per rotated pair: the share of the extrapolated (unscaled) frequency, YaRN's
+    /// `ramp · ext_factor` (all 0 without YaRN).
+    ramp_mix: Vec<f32>,
+    /// Magnitude of cos and sin.
+    mscale: f32,
 }
 
 impl Rope {
@@ -44,11 +50,33 @@ impl Rope {
                 f / ff
             })
             .collect();
+        let mut mscale = r.attn_factor;
+        let ramp_mix = match &r.yarn {
+            Some(y) if y.ext_factor != 0.0 => {
+                // ggml_rope_yarn_corr_dims and rope_yarn_ramp.
+                let corr = |n_rot: f32| {
+                    r.dim as f32 * (y.n_ctx_orig as f32 / (n_rot * 2.0 * std::f32::consts::PI)).ln()
+                        / (2.0 * r.freq_base.ln())
+                };
+                let low = corr(y.beta_fast).floor().max(0.0);
+                let high = corr(y.beta_slow).ceil().min(r.dim as f32 - 1.0);
+                mscale *= 1.0 + 0.1 * (1.0 / r.freq_scale).ln();
+                (0..half)
+                    .map(|i| {
+                        let t = (i as f32 - low) / (high - low).max(0.001);
+                        (1.0 - t.clamp(0.0, 1.0)) * y.ext_factor
+                    })
+                    .collect()
+            }
+            _ => vec![0.0; half],
+        };
         Rope {
             kind: r.kind,
             dim: r.dim,
             inv_freq,
             freq_scale: r.freq_scale,
+            ramp_mix,
+            mscale,
         }
     }
 
@@ -57,10 +85,16 @@ impl Rope {
         let half = self.dim / 2;
         let (mut c, mut s) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
         for p in start..start + t {
-            for f in &self.inv_freq {
-                let theta = p as f32 * self.freq_scale * f;
-                c.push(theta.cos());
-                s.push(theta.sin());
+            for (f, &mix) in self.inv_freq.iter().zip(&self.ramp_mix) {
+                let extrap = p as f32 * f;
+                let interp = self.freq_scale * extrap;
+                let theta = if mix == 0.0 {
+                    interp
+                } else {
+                    interp * (1.0 - mix) + extrap * mix
+                };
+                c.push(theta.cos() * self.mscale);
+                s.push(theta.sin() * self.mscale);
             }
         }
         let mk = |v| Tensor::<3>::from_data(TensorData::new(v, [t, 1, half]), device);
@@ -219,7 +253,13 @@ fn attend(
 }
 
 /// `[1, G*T, L]`, true where row (g, i) at position start+i must not see key j > start+i.
-fn causal_mask(g: usize, t: usize, start: usize, len: usize, device: &Device) -> Tensor<3, Bool> {
+pub(crate) fn causal_mask(
+    g: usize,
+    t: usize,
+    start: usize,
+    len: usize,
+    device: &Device,
+) -> Tensor<3, Bool> {
     let mut m = Vec::with_capacity(g * t * len);
     for _ in 0..g {
         for i in 0..t {

@@ -3,10 +3,13 @@
 //! to the embedding when `output.weight` is absent). The files under `arch/` say which optional
 //! parts an architecture has; this file never branches on the architecture name.
 
-use crate::config::{Arch, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
 use crate::layers::{Attention, AttnInput, AttnPart, FeedForward, Rope, rms_norm};
+use crate::loader::Loader;
+use crate::mla::MlaAttention;
+use crate::moe::Moe;
 use crate::qlinear::{QLinear, load_f32, tensor};
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_gguf::GgufFile;
@@ -19,12 +22,96 @@ pub struct DecoderSpec {
     pub qkv_bias: bool,
 }
 
+/// Where a mixture-of-experts model's routed experts live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExpertPlacement {
+    /// On the model's device, like every other weight.
+    #[default]
+    WithModel,
+    /// On the CPU, as slices of the mmap'd file, while attention, dense layers and shared
+    /// experts stay on the model's device (llama.cpp's `--cpu-moe`): for GPUs whose memory holds
+    /// the always-used weights but not the experts. The CPU reads only the experts a token picks.
+    Cpu,
+}
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub experts: ExpertPlacement,
+}
+
+/// The attention of a block.
 #[derive(Debug)]
-struct Block {
-    attn_norm: Tensor<1>,
-    attn: Attention,
-    ffn_norm: Tensor<1>,
-    ffn: FeedForward,
+pub(crate) enum Mixer {
+    /// Grouped-query attention over a per-head K/V cache.
+    Gqa(Box<Attention>),
+    /// Multi-head latent attention over a compressed latent cache.
+    Mla(Box<MlaAttention>),
+}
+
+/// The feed-forward of a block.
+#[derive(Debug)]
+pub(crate) enum Ffn {
+    Dense(Box<FeedForward>),
+    Moe(Box<Moe>),
+}
+
+/// One decoder block: pre-norm attention and pre-norm feed-forward, each added to the residual.
+#[derive(Debug)]
+pub(crate) struct Block {
+    pub attn_norm: Tensor<1>,
+    pub attn: Mixer,
+    pub ffn_norm: Tensor<1>,
+    pub ffn: Ffn,
+}
+
+/// The Llama-style block: GQA with optional Q/K/V biases and a SwiGLU feed-forward.
+pub(crate) fn gqa_block(
+    ld: &Loader<'_>,
+    cfg: &ModelConfig,
+    spec: DecoderSpec,
+    i: usize,
+) -> Result<Block, ModelError> {
+    let p = |s: &str| format!("blk.{i}.{s}");
+    let (e, hd) = (cfg.n_embd, cfg.head_dim);
+    let opt_bias = |s: &str, len: usize| {
+        if spec.qkv_bias {
+            ld.vec(&p(s), len).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (q_len, kv_len) = (cfg.n_head * hd, cfg.n_head_kv * hd);
+    let attn = Attention {
+        wq: ld.lin(&p("attn_q.weight"), e, q_len)?,
+        wk: ld.lin(&p("attn_k.weight"), e, kv_len)?,
+        wv: ld.lin(&p("attn_v.weight"), e, kv_len)?,
+        wo: ld.lin(&p("attn_output.weight"), q_len, e)?,
+        bq: opt_bias("attn_q.bias", q_len)?,
+        bk: opt_bias("attn_k.bias", kv_len)?,
+        bv: opt_bias("attn_v.bias", kv_len)?,
+    };
+    Ok(Block {
+        attn_norm: ld.vec(&p("attn_norm.weight"), e)?,
+        attn: Mixer::Gqa(Box::new(attn)),
+        ffn_norm: ld.vec(&p("ffn_norm.weight"), e)?,
+        ffn: Ffn::Dense(Box::new(dense_ffn(ld, cfg, i)?)),
+    })
+}
+
+/// The SwiGLU feed-forward of block `i` (`ffn_gate`, `ffn_up`, `ffn_down`).
+pub(crate) fn dense_ffn(
+    ld: &Loader<'_>,
+    cfg: &ModelConfig,
+    i: usize,
+) -> Result<FeedForward, ModelError> {
+    let p = |s: &str| format!("blk.{i}.{s}");
+    let (e, f) = (cfg.n_embd, cfg.n_ff);
+    Ok(FeedForward {
+        gate: ld.lin(&p("ffn_gate.weight"), e, f)?,
+        up: ld.lin(&p("ffn_up.weight"), e, f)?,
+        down: ld.lin(&p("ffn_down.weight"), f, e)?,
+    })
 }
 
 /// The token embedding table, kept quantized; rows are dequantized on lookup.
@@ -86,21 +173,17 @@ impl Model {
         device: &Device,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self, ModelError> {
-        let cfg = ModelConfig::from_gguf(file.metadata())?;
-        let spec = match cfg.arch {
-            Arch::Llama => crate::arch::llama::SPEC,
-            Arch::Qwen2 => crate::arch::qwen2::SPEC,
-        };
-        Self::load_with(file, cfg, spec, device, progress)
+        Self::load_with_options(file, device, LoadOptions::default(), progress)
     }
 
-    fn load_with(
+    /// [`Model::load_with_progress`] with placement options.
+    pub fn load_with_options(
         file: &GgufFile,
-        cfg: ModelConfig,
-        spec: DecoderSpec,
         device: &Device,
+        opts: LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self, ModelError> {
+        let cfg = ModelConfig::from_gguf(file.metadata())?;
         let total = cfg.n_layer + 1;
         let lin = |name: &str| QLinear::load(file, name, device);
         let vec = |name: &str| load_f32(file, name, device);
@@ -118,44 +201,20 @@ impl Model {
                 })
             }
         };
-        let (e, hd) = (cfg.n_embd, cfg.head_dim);
+        let e = cfg.n_embd;
+        let cpu = Device::flex();
+        let expert_device = match opts.experts {
+            ExpertPlacement::WithModel => device,
+            ExpertPlacement::Cpu => &cpu,
+        };
+        let ld = Loader {
+            file,
+            device,
+            expert_device,
+        };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let p = |s: &str| format!("blk.{i}.{s}");
-            let opt_bias = |s: &str| {
-                if spec.qkv_bias {
-                    vec(&p(s)).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            let attn = Attention {
-                wq: lin(&p("attn_q.weight"))?,
-                wk: lin(&p("attn_k.weight"))?,
-                wv: lin(&p("attn_v.weight"))?,
-                wo: lin(&p("attn_output.weight"))?,
-                bq: opt_bias("attn_q.bias")?,
-                bk: opt_bias("attn_k.bias")?,
-                bv: opt_bias("attn_v.bias")?,
-            };
-            check(&attn.wq, &p("attn_q.weight"), e, cfg.n_head * hd)?;
-            check(&attn.wk, &p("attn_k.weight"), e, cfg.n_head_kv * hd)?;
-            check(&attn.wv, &p("attn_v.weight"), e, cfg.n_head_kv * hd)?;
-            check(&attn.wo, &p("attn_output.weight"), cfg.n_head * hd, e)?;
-            let ffn = FeedForward {
-                gate: lin(&p("ffn_gate.weight"))?,
-                up: lin(&p("ffn_up.weight"))?,
-                down: lin(&p("ffn_down.weight"))?,
-            };
-            check(&ffn.gate, &p("ffn_gate.weight"), e, cfg.n_ff)?;
-            check(&ffn.up, &p("ffn_up.weight"), e, cfg.n_ff)?;
-            check(&ffn.down, &p("ffn_down.weight"), cfg.n_ff, e)?;
-            blocks.push(Block {
-                attn_norm: vec(&p("attn_norm.weight"))?,
-                attn,
-                ffn_norm: vec(&p("ffn_norm.weight"))?,
-                ffn,
-            });
+            blocks.push(crate::arch::block(&ld, &cfg, i)?);
             progress(i + 1, total);
         }
         let embd_info = tensor(file, "token_embd.weight")?;
@@ -291,14 +350,17 @@ impl Model {
                     })
                 })
                 .collect();
-            let h = b.attn.forward_batch(
-                rms_norm(x.clone(), &b.attn_norm, self.cfg.rms_eps),
-                &mut parts,
-            );
+            let xn = rms_norm(x.clone(), &b.attn_norm, self.cfg.rms_eps);
+            let h = match &b.attn {
+                Mixer::Gqa(a) => a.forward_batch(xn, &mut parts),
+                Mixer::Mla(a) => a.forward_batch(xn, &mut parts),
+            };
             x = x + h;
-            let h = b
-                .ffn
-                .forward(rms_norm(x.clone(), &b.ffn_norm, self.cfg.rms_eps));
+            let xn = rms_norm(x.clone(), &b.ffn_norm, self.cfg.rms_eps);
+            let h = match &b.ffn {
+                Ffn::Dense(f) => f.forward(xn),
+                Ffn::Moe(m) => m.forward(xn),
+            };
             x = x + h;
         }
         for s in seqs.iter_mut() {
@@ -348,4 +410,28 @@ impl Model {
 pub struct SeqInput<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut KvCache,
+}
+
+/// Bytes of weights one decoded token reads: every matrix once, except the token embedding, of
+/// which it reads one row (unless the output head is tied to it, then all of it), and the routed
+/// expert stacks (`*_exps`), of which it reads `n_expert_used` of `n_expert` experts.
+pub fn weight_bytes_per_token(file: &GgufFile, cfg: &ModelConfig) -> u64 {
+    let tied = file.tensor("output.weight").is_none();
+    let experts = cfg
+        .moe
+        .as_ref()
+        .map(|m| (m.n_expert_used as u64, m.n_expert.max(1) as u64));
+    file.tensors()
+        .iter()
+        .map(|t| {
+            if t.name() == "token_embd.weight" && !tied {
+                let rows = t.dims().get(1).copied().unwrap_or(1).max(1);
+                t.n_bytes() / rows
+            } else if let (Some((used, all)), true) = (experts, t.name().contains("_exps.")) {
+                t.n_bytes() / all * used
+            } else {
+                t.n_bytes()
+            }
+        })
+        .sum()
 }

@@ -31,15 +31,22 @@ pub trait QuantOps: Backend {
         n: usize,
         k: usize,
     ) -> FloatTensor<Self>;
+
+    /// `count` independent products at once: `x [m, count·k]`, head `h` of it times matrix `h`
+    /// of `w` (`count` matrices of `n` rows of `k`, one after another), giving `[m, count·n]`.
+    fn q_matmul_heads(
+        x: FloatTensor<Self>,
+        w: IntTensor<Self>,
+        ty: GgmlType,
+        n: usize,
+        k: usize,
+        count: usize,
+    ) -> FloatTensor<Self>;
 }
 
 impl QuantOps for Flex {
     fn q_matmul(x: FlexTensor, w: FlexTensor, ty: GgmlType, n: usize, k: usize) -> FlexTensor {
-        let x = if x.as_slice::<f32>().is_some() {
-            x
-        } else {
-            x.to_contiguous()
-        };
+        let x = contiguous_f32(x);
         let xs = x.as_slice::<f32>().unwrap_or(&[]);
         let wb = w.as_slice::<u8>().unwrap_or(&[]);
         let m = xs.len().checked_div(k).unwrap_or(0);
@@ -49,6 +56,47 @@ impl QuantOps for Flex {
             Layout::contiguous(Shape::new([m, n])),
             DType::F32,
         )
+    }
+
+    fn q_matmul_heads(
+        x: FlexTensor,
+        w: FlexTensor,
+        ty: GgmlType,
+        n: usize,
+        k: usize,
+        count: usize,
+    ) -> FlexTensor {
+        let x = contiguous_f32(x);
+        let xs = x.as_slice::<f32>().unwrap_or(&[]);
+        let wb = w.as_slice::<u8>().unwrap_or(&[]);
+        let m = xs.len().checked_div(k * count).unwrap_or(0);
+        let per = wb.len().checked_div(count).unwrap_or(0);
+        let mut out = vec![0f32; m * n * count];
+        let mut xh = vec![0f32; m * k];
+        for h in 0..count {
+            for (r, row) in xh.chunks_exact_mut(k).enumerate() {
+                let at = (r * count + h) * k;
+                row.copy_from_slice(&xs[at..at + k]);
+            }
+            let oh = q_matmul_slices(ty, &wb[h * per..(h + 1) * per], n, k, &xh, m);
+            for (r, row) in oh.chunks_exact(n).enumerate() {
+                let at = (r * count + h) * n;
+                out[at..at + n].copy_from_slice(row);
+            }
+        }
+        FlexTensor::new(
+            Bytes::from_elems(out),
+            Layout::contiguous(Shape::new([m, n * count])),
+            DType::F32,
+        )
+    }
+}
+
+fn contiguous_f32(x: FlexTensor) -> FlexTensor {
+    if x.as_slice::<f32>().is_some() {
+        x
+    } else {
+        x.to_contiguous()
     }
 }
 
@@ -97,16 +145,60 @@ impl QLinear {
     /// devices. 2-D only.
     pub fn load(file: &GgufFile, name: &str, device: &Device) -> Result<Self, ModelError> {
         let info = tensor(file, name)?;
-        let bad = |reason: String| ModelError::Tensor {
-            name: name.to_owned(),
-            reason,
-        };
         let [k, n] = match info.dims() {
             &[k, n] => [k as usize, n as usize],
             &[k] => [k as usize, 1],
-            d => return Err(bad(format!("expected a matrix, found dims {d:?}"))),
+            d => return Err(bad(name, format!("expected a matrix, found dims {d:?}"))),
+        };
+        let bytes = file
+            .tensor_bytes(info)
+            .ok_or_else(|| bad(name, "data outside the file".into()))?;
+        Self::from_bytes(bytes, info.ggml_type(), n, k, device, name)
+    }
+
+    /// Wraps a stack of matrices, GGUF dims `[k, n, count]` (per-head projections, experts), as
+    /// `count` matrices `[n, k]`: each a slice of the file's bytes on the CPU (a routed expert's
+    /// pages are read only when a token selects it), dequantized on other devices.
+    pub fn load_stack(
+        file: &GgufFile,
+        name: &str,
+        device: &Device,
+    ) -> Result<Vec<Self>, ModelError> {
+        let info = tensor(file, name)?;
+        let [k, n, count] = match info.dims() {
+            &[k, n, c] => [k as usize, n as usize, c as usize],
+            d => return Err(bad(name, format!("expected a 3-D stack, found dims {d:?}"))),
         };
         let ty = info.ggml_type();
+        let bytes = file
+            .tensor_bytes(info)
+            .ok_or_else(|| bad(name, "data outside the file".into()))?;
+        let per = ty.bytes_for((n * k) as u64).ok_or_else(|| {
+            bad(
+                name,
+                format!("{n} × {k} values do not fill whole {ty:?} blocks"),
+            )
+        })? as usize;
+        if per * count != bytes.len() {
+            return Err(bad(
+                name,
+                format!("{} bytes for {count} × [{n}, {k}] {ty:?}", bytes.len()),
+            ));
+        }
+        (0..count)
+            .map(|i| Self::from_bytes(bytes.slice(i * per..(i + 1) * per), ty, n, k, device, name))
+            .collect()
+    }
+
+    /// A matrix `[n, k]` of type `ty` from its blocks (`name` is for errors).
+    pub(crate) fn from_bytes(
+        bytes: bytes::Bytes,
+        ty: GgmlType,
+        n: usize,
+        k: usize,
+        device: &Device,
+        name: &str,
+    ) -> Result<Self, ModelError> {
         if !ty.is_supported() || ember_quant::vec_dot_type(ty).is_err() {
             return Err(ember_quant::QuantError::Unsupported {
                 ty,
@@ -114,9 +206,17 @@ impl QLinear {
             }
             .into());
         }
-        let bytes = file
-            .tensor_bytes(info)
-            .ok_or_else(|| bad("data outside the file".into()))?;
+        let whole_rows = k.is_multiple_of(ty.block_size())
+            && ty.bytes_for((n * k) as u64) == Some(bytes.len() as u64);
+        if !whole_rows {
+            return Err(bad(
+                name,
+                format!(
+                    "{} bytes do not hold {n} rows of {k} {ty:?} values",
+                    bytes.len()
+                ),
+            ));
+        }
         let w = if on_cpu(device) {
             let len = bytes.len();
             let data = TensorData::from_bytes(
@@ -134,6 +234,11 @@ impl QLinear {
             Weight::Dense(dense(values, [n, k], device))
         };
         Ok(QLinear { w, ty, n, k })
+    }
+
+    /// The bytes of the weight as stored in the file.
+    pub fn n_bytes(&self) -> usize {
+        self.ty.bytes_for((self.n * self.k) as u64).unwrap_or(0) as usize
     }
 
     /// `x [m, k] -> [m, n]`.
@@ -200,6 +305,13 @@ fn dense(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
     }
 }
 
+fn bad(name: &str, reason: String) -> ModelError {
+    ModelError::Tensor {
+        name: name.to_owned(),
+        reason,
+    }
+}
+
 /// A tensor by name, or an error naming it.
 pub fn tensor<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo, ModelError> {
     file.tensor(name).ok_or_else(|| ModelError::Tensor {
@@ -216,4 +328,143 @@ pub fn load_f32(file: &GgufFile, name: &str, device: &Device) -> Result<Tensor<1
     let values = ember_quant::dequantize_to_vec(info.ggml_type(), bytes, n)
         .map_err(|e| e.with_tensor(name))?;
     Ok(Tensor::<1>::from_data(TensorData::new(values, [n]), device))
+}
+
+/// How a stack of matrices is held on its device.
+#[derive(Debug, Clone)]
+enum StackWeight {
+    /// Every matrix's blocks, one after another (zero-copy from the mmap where the file has them
+    /// so), multiplied by `q_matmul_heads`. The CPU path.
+    Blocks(Tensor<1, Int>),
+    /// Dequantized `[count, n, k]`, multiplied as one batched matmul. The GPU path.
+    Dense(Tensor<3>),
+}
+
+/// `count` matrices `[n, k]` applied head by head: `[m, count·k] -> [m, count·n]` (MLA's per-head
+/// key absorption and value decompression).
+#[derive(Debug, Clone)]
+pub struct QHeads {
+    w: StackWeight,
+    ty: GgmlType,
+    n: usize,
+    k: usize,
+    count: usize,
+}
+
+impl QHeads {
+    /// Stack `name` of `file`, GGUF dims `[k, n, count]`.
+    pub fn load(file: &GgufFile, name: &str, device: &Device) -> Result<Self, ModelError> {
+        let info = tensor(file, name)?;
+        let [k, n, count] = match info.dims() {
+            &[k, n, c] => [k as usize, n as usize, c as usize],
+            d => return Err(bad(name, format!("expected a 3-D stack, found dims {d:?}"))),
+        };
+        let bytes = file
+            .tensor_bytes(info)
+            .ok_or_else(|| bad(name, "data outside the file".into()))?;
+        Self::from_bytes(bytes, info.ggml_type(), n, k, count, device, name)
+    }
+
+    /// From `count` matrices of `n` rows of `k` values of type `ty`, one after another.
+    pub fn from_bytes(
+        bytes: bytes::Bytes,
+        ty: GgmlType,
+        n: usize,
+        k: usize,
+        count: usize,
+        device: &Device,
+        name: &str,
+    ) -> Result<Self, ModelError> {
+        // Each matrix checked as a QLinear would be.
+        let per = ty.bytes_for((n * k) as u64).ok_or_else(|| {
+            bad(
+                name,
+                format!("{n} × {k} values do not fill whole {ty:?} blocks"),
+            )
+        })? as usize;
+        if per * count != bytes.len() || count == 0 {
+            return Err(bad(
+                name,
+                format!("{} bytes for {count} × [{n}, {k}] {ty:?}", bytes.len()),
+            ));
+        }
+        QLinear::from_bytes(bytes.slice(0..per), ty, n, k, device, name)?;
+        let w = if on_cpu(device) {
+            let len = bytes.len();
+            let data = TensorData::from_bytes(
+                Bytes::from_shared(bytes, AllocationProperty::File),
+                [len],
+                DType::U8,
+            );
+            StackWeight::Blocks(Tensor::<1, Int>::from_data(
+                data,
+                TensorCreationOptions::new(device.clone()).with_dtype(DType::U8),
+            ))
+        } else {
+            let values = ember_quant::dequantize_to_vec(ty, &bytes, n * k * count)
+                .map_err(|e| e.with_tensor(name))?;
+            StackWeight::Dense(dense(values, [count * n, k], device).reshape([count, n, k]))
+        };
+        Ok(QHeads { w, ty, n, k, count })
+    }
+
+    /// From f32 values (`count` matrices `[n, k]`, row-major), stored as F16.
+    pub fn from_f32(
+        values: &[f32],
+        n: usize,
+        k: usize,
+        count: usize,
+        device: &Device,
+        name: &str,
+    ) -> Result<Self, ModelError> {
+        let mut bytes = Vec::with_capacity(values.len() * 2);
+        for v in values {
+            bytes.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+        }
+        Self::from_bytes(bytes.into(), GgmlType::F16, n, k, count, device, name)
+    }
+
+    /// `x [m, count·k] -> [m, count·n]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        match &self.w {
+            StackWeight::Blocks(w) => {
+                Tensor::from_dispatch(<Dispatch as QuantOps>::q_matmul_heads(
+                    x.into_dispatch(),
+                    w.clone().into_dispatch(),
+                    self.ty,
+                    self.n,
+                    self.k,
+                    self.count,
+                ))
+            }
+            StackWeight::Dense(w) => {
+                let [m, _] = x.dims();
+                let w = if w.dtype() == DType::F32 {
+                    w.clone()
+                } else {
+                    w.clone().cast(DType::F32)
+                };
+                x.reshape([m, self.count, self.k])
+                    .swap_dims(0, 1)
+                    .matmul(w.swap_dims(1, 2))
+                    .swap_dims(0, 1)
+                    .reshape([m, self.count * self.n])
+            }
+        }
+    }
+
+    /// Rows of each matrix.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// Columns of each matrix.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// Matrices in the stack.
+    pub fn count(&self) -> usize {
+        self.count
+    }
 }

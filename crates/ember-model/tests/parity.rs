@@ -59,13 +59,18 @@ fn check(path: &str, stem: &str) -> (f32, f32, usize, usize) {
 fn models_match_llama_cpp_logits() {
     let models = models();
     assert!(models.len() >= 3);
+    let mut failures = Vec::new();
     for (path, stem) in models {
         let (rms, max, agree, decided) = check(&path, &stem);
         eprintln!("{stem}: rms {rms:.3} max {max:.3} greedy agree {agree}/{decided} (margin > 1)");
-        assert!(rms < 0.5 && max < 3.0, "{stem}: rms {rms} max {max}");
-        assert_eq!(
-            agree, decided,
-            "{stem}: greedy token differs where llama.cpp's margin exceeds 1 logit"
-        );
+        if !(rms < 0.5 && max < 3.0) {
+            failures.push(format!("{stem}: rms {rms} max {max}"));
+        }
+        if agree != decided {
+            failures.push(format!(
+                "{stem}: greedy token differs where llama.cpp's margin exceeds 1 logit"
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

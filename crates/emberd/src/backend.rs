@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use clap::ValueEnum;
 use ember_gguf::GgufFile;
-use ember_model::Model;
+use ember_model::{ExpertPlacement, LoadOptions, Model};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::Duration;
 
@@ -79,9 +79,16 @@ fn wgpu_device() -> Result<Device> {
 /// Files from this size up get a load progress bar (smaller ones load in well under a second).
 const BAR_MIN_BYTES: u64 = 256 << 20;
 
-/// Loads the model of `file` onto `device`; a progress bar on stderr (when it is a terminal) for
-/// large files and for GPU devices, where every layer is dequantized and uploaded.
-pub fn load_model(file: &GgufFile, device: &Device, backend: Backend, what: &str) -> Result<Model> {
+/// Loads the model of `file` onto `device` (with `cpu_moe`, routed experts stay on the CPU); a
+/// progress bar on stderr (when it is a terminal) for large files and for GPU devices, where every
+/// layer is dequantized and uploaded.
+pub fn load_model(
+    file: &GgufFile,
+    device: &Device,
+    backend: Backend,
+    cpu_moe: bool,
+    what: &str,
+) -> Result<Model> {
     let big = file.file_len() >= BAR_MIN_BYTES || backend != Backend::Flex;
     let bar = if big {
         let bar = ProgressBar::new(0).with_message(format!("loading {what}"));
@@ -95,7 +102,14 @@ pub fn load_model(file: &GgufFile, device: &Device, backend: Backend, what: &str
     } else {
         ProgressBar::hidden()
     };
-    let model = Model::load_with_progress(file, device, &mut |done, total| {
+    let opts = LoadOptions {
+        experts: if cpu_moe {
+            ExpertPlacement::Cpu
+        } else {
+            ExpertPlacement::WithModel
+        },
+    };
+    let model = Model::load_with_options(file, device, opts, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });

@@ -36,7 +36,7 @@ pub fn models() -> Vec<(String, String)> {
         paths.sort();
         for p in paths {
             let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
-            if !stem.starts_with("tiny-deepseek") && !out.iter().any(|(_, s)| *s == stem) {
+            if !out.iter().any(|(_, s)| *s == stem) {
                 out.push((p.to_str().unwrap().to_owned(), stem));
             }
         }

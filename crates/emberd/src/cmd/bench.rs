@@ -8,7 +8,6 @@ use crate::backend::{self, Backend};
 use crate::model;
 use anyhow::{Result, bail};
 use clap::Args;
-use ember_gguf::GgufFile;
 use ember_model::KvCache;
 use rayon::prelude::*;
 use serde_json::json;
@@ -36,6 +35,10 @@ pub struct BenchArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     backend: Backend,
+    /// Keep a mixture-of-experts model's routed experts on the CPU (mmap'd) and the rest on the
+    /// GPU backend, like llama.cpp's --cpu-moe.
+    #[arg(long)]
+    cpu_moe: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -50,7 +53,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let path = model::resolve(args.model.as_deref())?;
     let t_load = Instant::now();
     let file = model::open(&path)?;
-    let m = backend::load_model(&file, &device, args.backend, &path.display().to_string())?;
+    let m = backend::load_model(
+        &file,
+        &device,
+        args.backend,
+        args.cpu_moe,
+        &path.display().to_string(),
+    )?;
     let load_ms = ms(t_load);
     let cfg = m.config();
     let n_ctx = args.prompt_tokens.max(args.gen_tokens) + 1;
@@ -109,7 +118,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let ttft_ms = mean(&pp_ms) + mean(&first_step_ms);
     // Before the bandwidth test, whose buffer would count.
     let peak_rss_mib = peak_rss_bytes().map(|b| b as f64 / (1u64 << 20) as f64);
-    let bytes_per_token = weight_bytes_per_token(&file);
+    let bytes_per_token = ember_model::weight_bytes_per_token(&file, cfg);
+    let kv_bytes_per_token = cfg.kv_bytes_per_token();
     let bandwidth = measure_bandwidth();
     let roofline = bytes_per_token as f64 * decode_tok_s / bandwidth;
 
@@ -118,6 +128,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
+    writeln!(
+        out,
+        "KV cache: {kv_bytes_per_token} bytes/token ({:.1} MiB for the {n_ctx} positions here)",
+        (kv_bytes_per_token * n_ctx) as f64 / (1u64 << 20) as f64
+    )?;
     writeln!(
         out,
         "| model | threads | test | tok/s | ttft ms | load ms | peak RSS MiB | roofline |"
@@ -142,6 +157,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "model": path,
             "threads": threads,
             "backend": format!("{:?}", args.backend).to_lowercase(),
+            "cpu_moe": args.cpu_moe,
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "repeat": args.repeat,
@@ -151,6 +167,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "load_ms": load_ms,
             "peak_rss_mib": peak_rss_mib,
             "weight_bytes_per_token": bytes_per_token,
+            "kv_bytes_per_token": kv_bytes_per_token,
             "bandwidth_gb_s": bandwidth / 1e9,
             "roofline_fraction": roofline,
             "kernels": format!("{:?}", ember_quant::kernels::Kernels::active()),
@@ -175,23 +192,6 @@ fn sync(logits: burn::tensor::Tensor<2>) -> Result<()> {
         .try_to_vec::<f32>()
         .map(drop)
         .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))
-}
-
-/// Bytes of weights one decoded token reads: every matrix once, except the token embedding, of
-/// which it reads one row (unless the output head is tied to it, then all of it).
-fn weight_bytes_per_token(file: &GgufFile) -> u64 {
-    let tied = file.tensor("output.weight").is_none();
-    file.tensors()
-        .iter()
-        .map(|t| {
-            if t.name() == "token_embd.weight" && !tied {
-                let rows = t.dims().get(1).copied().unwrap_or(1).max(1);
-                t.n_bytes() / rows
-            } else {
-                t.n_bytes()
-            }
-        })
-        .sum()
 }
 
 /// Read bandwidth of this machine in bytes/s on the current thread pool: the best of a few sums

@@ -136,6 +136,17 @@ fn collect(file: &GgufFile) -> Json {
         Err(e) => json!({ "error": format!("{e:#}") }),
     };
 
+    // What the engine makes of the hyperparameters: KV cache per token (MLA stores only the latent
+    // and the rope key) and weights read per decoded token (MoE reads only the selected experts).
+    let engine = match ember_model::ModelConfig::from_gguf(meta) {
+        Ok(cfg) => json!({
+            "kv_bytes_per_token": cfg.kv_bytes_per_token(),
+            "kv_layout": if cfg.mla.is_some() { "mla-latent" } else { "per-head-kv" },
+            "weight_bytes_per_token": ember_model::weight_bytes_per_token(file, &cfg),
+        }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+
     json!({
         "file": file.path().map(|p| p.display().to_string()),
         "file_bytes": file.file_len(),
@@ -154,6 +165,7 @@ fn collect(file: &GgufFile) -> Json {
         "context_length": ctx,
         "hparams": hparams,
         "vocab": vocab,
+        "engine": engine,
         "chat_template": str_key("tokenizer.chat_template"),
         "metadata_entries": meta.len(),
     })
@@ -232,6 +244,26 @@ fn render_text(info: &Json) -> String {
         for (k, v) in h {
             line(&format!("  {k}"), plain(v));
         }
+    }
+    let e = &info["engine"];
+    if let Some(err) = e.get("error") {
+        line("engine", format!("cannot run: {}", plain(err)));
+    } else {
+        line(
+            "KV cache",
+            format!(
+                "{} bytes/token (f16, {})",
+                plain(&e["kv_bytes_per_token"]),
+                plain(&e["kv_layout"])
+            ),
+        );
+        line(
+            "decode reads",
+            format!(
+                "{:.1} MB of weights/token",
+                e["weight_bytes_per_token"].as_u64().unwrap_or(0) as f64 / 1e6
+            ),
+        );
     }
     let v = &info["vocab"];
     if let Some(err) = v.get("error") {

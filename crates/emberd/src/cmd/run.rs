@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     backend: Backend,
+    /// Keep a mixture-of-experts model's routed experts on the CPU (mmap'd) and the rest on the
+    /// GPU backend, like llama.cpp's --cpu-moe.
+    #[arg(long)]
+    cpu_moe: bool,
     /// Print one JSON object (prompt_ids, ids, text, finish_reason, usage, timings) at the end.
     #[arg(long)]
     json: bool,
@@ -81,7 +85,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let t_load = Instant::now();
     let file = model::open(&path)?;
     let tok = model::tokenizer(&file)?;
-    let m = backend::load_model(&file, &device, args.backend, &path.display().to_string())?;
+    let m = backend::load_model(
+        &file,
+        &device,
+        args.backend,
+        args.cpu_moe,
+        &path.display().to_string(),
+    )?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
     let text = match (&args.prompt, &args.prompt_file) {

@@ -2,7 +2,8 @@
 //! KV cache, scratch) and refuse a configuration that does not fit the budget, saying what would.
 //!
 //! The KV term is exact for ember-model's cache (`kv_cache.rs`: K and V per layer, `n_head_kv ×
-//! head_dim` elements per token, preallocated for `n_ctx` per slot). Weights count in full: they
+//! head_dim` elements per token each — with MLA one latent of `kv_lora_rank + qk_rope` —
+//! preallocated for `n_ctx` per slot). Weights count in full: they
 //! are mmap'd, and a decode step touches every page, so they are resident in practice (llama.cpp's
 //! `llama_model_size` counts them the same way). Scratch is an upper-bound formula, below.
 //! Byte quantities as written in configs ([`ByteSize`]) and shown to people ([`human_bytes`]) live
@@ -31,6 +32,8 @@ pub struct Shape {
     pub kv_dtype: KvDtype,
     pub prefill_chunk: usize,
     pub backend: Backend,
+    /// Routed experts kept on the CPU (mmap'd, as stored) while the rest runs on the GPU.
+    pub cpu_moe: bool,
 }
 
 /// The model dimensions the estimate depends on (copied so a refusal can re-evaluate).
@@ -38,8 +41,8 @@ pub struct Shape {
 struct Dims {
     n_layer: u64,
     n_head: u64,
-    n_head_kv: u64,
-    head_dim: u64,
+    /// KV-cache elements per token and layer (`ModelConfig::kv_elements_per_layer`).
+    kv_elems: u64,
     n_embd: u64,
     n_ff: u64,
     n_vocab: u64,
@@ -61,8 +64,10 @@ pub struct Estimate {
 ///
 /// - weights: every tensor's bytes as stored. On wgpu, ember-model dequantizes matrices to f16 on
 ///   the device (`qlinear.rs`), so a tensor counts 2 bytes per element there (f32 ones 4); the
-///   mmap'd file is then page cache the kernel may drop, and is not counted.
-/// - KV: `n_layer × 2 (K, V) × n_head_kv × head_dim × bytes(kv_dtype) × n_ctx × slots`.
+///   mmap'd file is then page cache the kernel may drop, and is not counted — except the routed
+///   experts under `cpu_moe`, which stay in the mmap as stored.
+/// - KV: `n_layer × kv_elements (2·n_head_kv·head_dim, or MLA's kv_lora_rank + qk_rope) ×
+///   bytes(kv_dtype) × n_ctx × slots`.
 /// - scratch, with `rows = max(prefill_chunk, slots)` (one prefill chunk, or one decode row per
 ///   slot, whichever is larger):
 ///   activations `rows × (6·n_embd + 3·n_ff) × 4` (residual, norm, q, k, v, attention output; FFN
@@ -75,6 +80,7 @@ pub fn estimate(file: &GgufFile, cfg: &ModelConfig, shape: Shape) -> Estimate {
         .iter()
         .map(|t| match shape.backend {
             Backend::Flex => t.n_bytes(),
+            Backend::Wgpu if shape.cpu_moe && t.name().contains("_exps.") => t.n_bytes(),
             Backend::Wgpu => match t.ggml_type() {
                 GgmlType::F32 => t.n_elements().saturating_mul(4),
                 _ => t.n_elements().saturating_mul(2),
@@ -84,8 +90,7 @@ pub fn estimate(file: &GgufFile, cfg: &ModelConfig, shape: Shape) -> Estimate {
     let dims = Dims {
         n_layer: cfg.n_layer as u64,
         n_head: cfg.n_head as u64,
-        n_head_kv: cfg.n_head_kv as u64,
-        head_dim: cfg.head_dim as u64,
+        kv_elems: cfg.kv_elements_per_layer() as u64,
         n_embd: cfg.n_embd as u64,
         n_ff: cfg.n_ff as u64,
         n_vocab: cfg.n_vocab as u64,
@@ -96,15 +101,7 @@ pub fn estimate(file: &GgufFile, cfg: &ModelConfig, shape: Shape) -> Estimate {
 fn compute(weights_bytes: u64, d: Dims, shape: Shape) -> Estimate {
     let (n_ctx, slots) = (shape.n_ctx as u64, shape.slots as u64);
     let mul = |xs: &[u64]| xs.iter().fold(1u64, |a, &x| a.saturating_mul(x));
-    let kv_bytes = mul(&[
-        d.n_layer,
-        2,
-        d.n_head_kv,
-        d.head_dim,
-        shape.kv_dtype.bytes(),
-        n_ctx,
-        slots,
-    ]);
+    let kv_bytes = mul(&[d.n_layer, d.kv_elems, shape.kv_dtype.bytes(), n_ctx, slots]);
     let rows = (shape.prefill_chunk as u64).max(slots);
     let act_per_row = d
         .n_embd
@@ -357,6 +354,7 @@ mod tests {
             kv_dtype: KvDtype::F16,
             prefill_chunk: 32,
             backend: Backend::Flex,
+            cpu_moe: false,
         }
     }
 
@@ -391,6 +389,7 @@ mod tests {
             &cfg,
             Shape {
                 backend: Backend::Wgpu,
+                cpu_moe: false,
                 ..shape(1024, 2)
             },
         );

@@ -73,6 +73,8 @@ pub struct ServeConfig {
     /// `"flex"` (CPU) or `"wgpu"` (GPU).
     #[serde(default, deserialize_with = "de_backend")]
     pub backend: Option<Backend>,
+    /// Keep routed experts on the CPU while the rest runs on the GPU (`--cpu-moe`).
+    pub cpu_moe: Option<bool>,
     /// KV cache element type: `"f16"` (default) or `"f32"`.
     pub kv_dtype: Option<KvDtype>,
     /// `"text"` or `"json"` log lines.
@@ -194,6 +196,7 @@ pub struct Settings {
     pub prefill_chunk: usize,
     pub request_timeout: Duration,
     pub backend: Backend,
+    pub cpu_moe: bool,
     pub kv_dtype: KvDtype,
     pub log_format: LogFormat,
     pub grace_period: Duration,
@@ -402,6 +405,7 @@ pub fn resolve(
         prefill_chunk,
         request_timeout: Duration::from_secs(request_timeout),
         backend: pick!(backend).unwrap_or(board.backend),
+        cpu_moe: pick!(cpu_moe).unwrap_or(false),
         kv_dtype: pick!(kv_dtype).unwrap_or(board.kv_dtype),
         log_format: pick!(log_format).unwrap_or(LogFormat::Text),
         grace_period: Duration::from_secs(pick!(grace_period).unwrap_or(defaults::GRACE_PERIOD_S)),

@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Compute backend.
     #[arg(long, value_enum)]
     backend: Option<Backend>,
+    /// Keep a mixture-of-experts model's routed experts on the CPU (mmap'd) and the rest on the
+    /// GPU backend, like llama.cpp's --cpu-moe: for GPUs smaller than the model.
+    #[arg(long)]
+    cpu_moe: bool,
     /// KV cache element type.
     #[arg(long, value_enum)]
     kv_dtype: Option<KvDtype>,
@@ -199,6 +203,7 @@ impl ServeArgs {
             prefill_chunk: self.prefill_chunk,
             request_timeout: self.request_timeout,
             backend: self.backend,
+            cpu_moe: self.cpu_moe.then_some(true),
             kv_dtype: self.kv_dtype,
             log_format: self.log_format,
             grace_period: self.grace_period,
@@ -283,6 +288,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             kv_dtype: settings.kv_dtype,
             prefill_chunk: settings.prefill_chunk,
             backend: settings.backend,
+            cpu_moe: settings.cpu_moe,
         },
     );
     admission::admit(&estimate, settings.memory_budget)
@@ -337,7 +343,7 @@ impl LoadJob {
                 None
             }
         };
-        let m = backend::load_model(&self.file, &self.device, s.backend, &what)?;
+        let m = backend::load_model(&self.file, &self.device, s.backend, s.cpu_moe, &what)?;
         let info = ModelInfo::of(&self.file, &self.path);
         let (engine, thread) = ember_engine::service::spawn(
             m,
