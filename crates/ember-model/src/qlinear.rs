@@ -218,16 +218,7 @@ impl QLinear {
             ));
         }
         let w = if on_cpu(device) {
-            let len = bytes.len();
-            let data = TensorData::from_bytes(
-                Bytes::from_shared(bytes, AllocationProperty::File),
-                [len],
-                DType::U8,
-            );
-            Weight::Blocks(Tensor::<1, Int>::from_data(
-                data,
-                TensorCreationOptions::new(device.clone()).with_dtype(DType::U8),
-            ))
+            Weight::Blocks(blocks(bytes, device))
         } else {
             let values = ember_quant::dequantize_to_vec(ty, &bytes, n * k)
                 .map_err(|e| e.with_tensor(name))?;
@@ -291,6 +282,20 @@ pub(crate) fn storage_dtype(device: &Device) -> DType {
     } else {
         DType::F32
     }
+}
+
+/// File bytes as a `U8` tensor on the CPU, without copying them (the mmap's pages back it).
+fn blocks(bytes: bytes::Bytes, device: &Device) -> Tensor<1, Int> {
+    let len = bytes.len();
+    let data = TensorData::from_bytes(
+        Bytes::from_shared(bytes, AllocationProperty::File),
+        [len],
+        DType::U8,
+    );
+    Tensor::<1, Int>::from_data(
+        data,
+        TensorCreationOptions::new(device.clone()).with_dtype(DType::U8),
+    )
 }
 
 /// A dense `[n, k]` weight in the device's storage type.
@@ -390,16 +395,7 @@ impl QHeads {
         }
         QLinear::from_bytes(bytes.slice(0..per), ty, n, k, device, name)?;
         let w = if on_cpu(device) {
-            let len = bytes.len();
-            let data = TensorData::from_bytes(
-                Bytes::from_shared(bytes, AllocationProperty::File),
-                [len],
-                DType::U8,
-            );
-            StackWeight::Blocks(Tensor::<1, Int>::from_data(
-                data,
-                TensorCreationOptions::new(device.clone()).with_dtype(DType::U8),
-            ))
+            StackWeight::Blocks(blocks(bytes, device))
         } else {
             let values = ember_quant::dequantize_to_vec(ty, &bytes, n * k * count)
                 .map_err(|e| e.with_tensor(name))?;
