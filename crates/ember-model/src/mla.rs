@@ -197,20 +197,54 @@ fn split_kv_b(
     let bytes = ld.file.tensor_data(info).unwrap_or(&[]);
     let values = ember_quant::dequantize_to_vec(kv_b.ggml_type(), bytes, h * (nope + v) * lat)
         .map_err(|e| e.with_tensor(name))?;
+    let (k_b, v_b) = split_kv_b_values(&values, nope, v, lat);
+    Ok((
+        QHeads::from_f32(&k_b, lat, nope, h, ld.device, name)?,
+        QHeads::from_f32(&v_b, v, lat, h, ld.device, name)?,
+    ))
+}
+
+/// The values of `attn_kv_b` (per head `nope` key rows then `v` value rows, each of `lat`) as the
+/// per-head `k_b` (`lat` rows of `nope`: the key rows transposed) and `v_b` (the value rows).
+fn split_kv_b_values(values: &[f32], nope: usize, v: usize, lat: usize) -> (Vec<f32>, Vec<f32>) {
+    let heads = values.len() / ((nope + v) * lat).max(1);
     let (mut k_b, mut v_b) = (
-        Vec::with_capacity(h * lat * nope),
-        Vec::with_capacity(h * v * lat),
+        Vec::with_capacity(heads * lat * nope),
+        Vec::with_capacity(heads * v * lat),
     );
     for head in values.chunks_exact((nope + v) * lat) {
         let (k_rows, v_rows) = head.split_at(nope * lat);
-        // k_b[head] is [lat rows of nope]: the transpose of the head's key rows.
         for c in 0..lat {
             k_b.extend((0..nope).map(|r| k_rows[r * lat + c]));
         }
         v_b.extend_from_slice(v_rows);
     }
-    Ok((
-        QHeads::from_f32(&k_b, lat, nope, h, ld.device, name)?,
-        QHeads::from_f32(&v_b, v, lat, h, ld.device, name)?,
-    ))
+    (k_b, v_b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_kv_b_values;
+
+    #[test]
+    fn kv_b_splits_into_transposed_keys_and_values() {
+        // 2 heads, nope 2, v 1, lat 3. Head h: key rows k[h][r][c] = 100h + 10r + c, value row
+        // v[h][0][c] = 100h + 50 + c.
+        let mut kv_b = Vec::new();
+        for h in 0..2 {
+            for r in 0..2 {
+                kv_b.extend((0..3).map(|c| (100 * h + 10 * r + c) as f32));
+            }
+            kv_b.extend((0..3).map(|c| (100 * h + 50 + c) as f32));
+        }
+        let (k_b, v_b) = split_kv_b_values(&kv_b, 2, 1, 3);
+        // k_b[h] is [lat 3 rows of nope 2]: row c = (k[h][0][c], k[h][1][c]).
+        assert_eq!(
+            k_b,
+            [
+                0., 10., 1., 11., 2., 12., 100., 110., 101., 111., 102., 112.
+            ]
+        );
+        assert_eq!(v_b, [50., 51., 52., 150., 151., 152.]);
+    }
 }
