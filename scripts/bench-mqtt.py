@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.parse
 
-from benchlib import UnixHTTPConnection  # scripts/benchlib.py, beside this script
+from benchlib import UnixHTTPConnection, wait_healthy  # scripts/benchlib.py, beside this script
 
 try:
     from paho.mqtt.client import CallbackAPIVersion, Client, MQTTv5
@@ -218,18 +218,7 @@ def wait_ready(daemon, log_path, sock, host, port, node):
             sys.exit(f"emberd: {what}")
 
     t0 = time.time()
-    while True:
-        try:
-            c = UnixHTTPConnection(sock)
-            c.request("GET", "/health")
-            r = c.getresponse()
-            r.read()
-            if r.status == 200:
-                break
-        except OSError:
-            pass
-        check(t0, "not healthy")
-        time.sleep(0.05)
+    wait_healthy(lambda: UnixHTTPConnection(sock), lambda: check(t0, "not healthy"))
     online = threading.Event()
 
     def on_status(_client, _userdata, msg):

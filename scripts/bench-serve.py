@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import UnixHTTPConnection  # scripts/benchlib.py, beside this script
+from benchlib import UnixHTTPConnection, wait_healthy  # scripts/benchlib.py, beside this script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
@@ -57,21 +57,14 @@ class Server:
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      env=env)
         t0 = time.time()
-        while True:
-            try:
-                c = self.connect_fn()
-                c.request("GET", "/health")
-                r = c.getresponse()
-                r.read()
-                if r.status == 200:
-                    break
-            except OSError:
-                pass
+
+        def on_miss():
             if self.proc.poll() is not None:
                 sys.exit(f"{name} exited: {self.proc.stderr.read().decode(errors='replace')}")
             if time.time() - t0 > 300:
                 sys.exit(f"{name} did not become healthy")
-            time.sleep(0.05)
+
+        wait_healthy(self.connect_fn, on_miss)
 
     def stop(self):
         self.proc.terminate()

@@ -2,6 +2,7 @@
 
 import http.client
 import socket
+import time
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -15,3 +16,20 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self.path)
+
+
+def wait_healthy(connect, on_miss):
+    """Polls GET /health over `connect()` until it answers 200; calls `on_miss()` after every
+    failed poll (it exits when the server died or took too long)."""
+    while True:
+        try:
+            c = connect()
+            c.request("GET", "/health")
+            r = c.getresponse()
+            r.read()
+            if r.status == 200:
+                return
+        except OSError:
+            pass
+        on_miss()
+        time.sleep(0.05)

@@ -192,10 +192,23 @@ fn split_kv_b(
     h: usize,
 ) -> Result<(QHeads, QHeads), ModelError> {
     let (nope, v, lat) = (m.qk_nope, m.v_head, m.kv_lora_rank);
-    let kv_b = ld.lin(name, lat, h * (nope + v))?;
+    // Only the values are needed: no QLinear (which on a GPU would upload the whole matrix).
     let info = crate::qlinear::tensor(ld.file, name)?;
-    let bytes = ld.file.tensor_data(info).unwrap_or(&[]);
-    let values = ember_quant::dequantize_to_vec(kv_b.ggml_type(), bytes, h * (nope + v) * lat)
+    let rows = h * (nope + v);
+    if info.dims() != [lat as u64, rows as u64] {
+        return Err(ModelError::Tensor {
+            name: name.to_owned(),
+            reason: format!("dims {:?}, expected [{lat}, {rows}]", info.dims()),
+        });
+    }
+    let bytes = ld
+        .file
+        .tensor_data(info)
+        .ok_or_else(|| ModelError::Tensor {
+            name: name.to_owned(),
+            reason: "data outside the file".into(),
+        })?;
+    let values = ember_quant::dequantize_to_vec(info.ggml_type(), bytes, rows * lat)
         .map_err(|e| e.with_tensor(name))?;
     let (k_b, v_b) = split_kv_b_values(&values, nope, v, lat);
     Ok((

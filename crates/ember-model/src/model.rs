@@ -185,22 +185,6 @@ impl Model {
     ) -> Result<Self, ModelError> {
         let cfg = ModelConfig::from_gguf(file.metadata())?;
         let total = cfg.n_layer + 1;
-        let lin = |name: &str| QLinear::load(file, name, device);
-        let vec = |name: &str| load_f32(file, name, device);
-        let check = |l: &QLinear, name: &str, k: usize, n: usize| {
-            if l.in_features() == k && l.out_features() == n {
-                Ok(())
-            } else {
-                Err(ModelError::Tensor {
-                    name: name.to_owned(),
-                    reason: format!(
-                        "shape [{}, {}], expected [{k}, {n}]",
-                        l.in_features(),
-                        l.out_features()
-                    ),
-                })
-            }
-        };
         let e = cfg.n_embd;
         let cpu = Device::flex();
         let expert_device = match opts.experts {
@@ -242,14 +226,15 @@ impl Model {
             .into());
         }
         // No output.weight: the head is tied to the embedding (Qwen2.5, SmolLM2).
-        let output = match file.tensor("output.weight") {
-            Some(_) => lin("output.weight")?,
-            None => lin("token_embd.weight")?,
+        let head = if ld.has("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
         };
-        check(&output, "output.weight", e, cfg.n_vocab)?;
+        let output = ld.lin(head, e, cfg.n_vocab)?;
         let freq_factors = match file.tensor("rope_freqs.weight") {
             Some(_) => Some(
-                vec("rope_freqs.weight")?
+                load_f32(file, "rope_freqs.weight", device)?
                     .into_data()
                     .try_to_vec::<f32>()
                     .map_err(|e| ModelError::Tensor {
@@ -262,7 +247,7 @@ impl Model {
         let rope = Rope::new(&cfg, freq_factors);
         progress(total, total);
         Ok(Model {
-            output_norm: vec("output_norm.weight")?,
+            output_norm: ld.vec("output_norm.weight", e)?,
             embd,
             blocks,
             output,

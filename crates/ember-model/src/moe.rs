@@ -15,14 +15,6 @@ use crate::loader::Loader;
 use crate::qlinear::QLinear;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
-/// One routed expert: a SwiGLU feed-forward whose matrices are slices of the stacked tensors.
-#[derive(Debug)]
-struct Expert {
-    gate: QLinear,
-    up: QLinear,
-    down: QLinear,
-}
-
 /// The mixture-of-experts feed-forward of one layer.
 #[derive(Debug)]
 pub struct Moe {
@@ -30,7 +22,8 @@ pub struct Moe {
     router: QLinear,
     /// `exp_probs_b`: added to the probabilities for selection only (V3).
     bias: Option<Vec<f32>>,
-    experts: Vec<Expert>,
+    /// The routed experts: SwiGLU feed-forwards whose matrices are slices of the stacked tensors.
+    experts: Vec<FeedForward>,
     /// The device the routed experts live on (the CPU when placed there, see
     /// [`crate::ExpertPlacement`]).
     expert_device: Device,
@@ -50,25 +43,24 @@ impl Moe {
         };
         let p = |s: &str| format!("blk.{i}.{s}");
         let (e, ff, n) = (cfg.n_embd, mc.n_ff_exp, mc.n_expert);
-        let shared_ld = ld;
-        let ld = &ld.for_experts();
-        let (gates, ups) = if ld.has(&p("ffn_gate_up_exps.weight")) {
+        // Routed experts go to the experts' device.
+        let ex = ld.for_experts();
+        let (gates, ups) = if ex.has(&p("ffn_gate_up_exps.weight")) {
             // One stack of [gate rows; up rows] per expert: split each without copying.
-            ld.stack_halves(&p("ffn_gate_up_exps.weight"), e, ff, n)?
+            ex.stack_halves(&p("ffn_gate_up_exps.weight"), e, ff, n)?
         } else {
             (
-                ld.stack(&p("ffn_gate_exps.weight"), e, ff, n)?,
-                ld.stack(&p("ffn_up_exps.weight"), e, ff, n)?,
+                ex.stack(&p("ffn_gate_exps.weight"), e, ff, n)?,
+                ex.stack(&p("ffn_up_exps.weight"), e, ff, n)?,
             )
         };
-        let downs = ld.stack(&p("ffn_down_exps.weight"), ff, e, n)?;
+        let downs = ex.stack(&p("ffn_down_exps.weight"), ff, e, n)?;
         let experts = gates
             .into_iter()
             .zip(ups)
             .zip(downs)
-            .map(|((gate, up), down)| Expert { gate, up, down })
+            .map(|((gate, up), down)| FeedForward { gate, up, down })
             .collect();
-        let ld = shared_ld;
         let bias = if ld.has(&p("exp_probs_b.bias")) {
             Some(ld.host_vec(&p("exp_probs_b.bias"), n)?)
         } else {
@@ -133,12 +125,7 @@ impl Moe {
             } else {
                 x.clone().select(0, idx.clone())
             };
-            let ffn = FeedForward {
-                gate: expert.gate.clone(),
-                up: expert.up.clone(),
-                down: expert.down.clone(),
-            };
-            let y = ffn.forward(xe) * w;
+            let y = expert.forward(xe) * w;
             out = out.select_assign(0, idx, y, IndexingUpdateOp::Add);
         }
         let out = if moved { out.to_device(&device) } else { out };

@@ -199,24 +199,7 @@ impl QLinear {
         device: &Device,
         name: &str,
     ) -> Result<Self, ModelError> {
-        if !ty.is_supported() || ember_quant::vec_dot_type(ty).is_err() {
-            return Err(ember_quant::QuantError::Unsupported {
-                ty,
-                tensor: Some(name.to_owned()),
-            }
-            .into());
-        }
-        let whole_rows = k.is_multiple_of(ty.block_size())
-            && ty.bytes_for((n * k) as u64) == Some(bytes.len() as u64);
-        if !whole_rows {
-            return Err(bad(
-                name,
-                format!(
-                    "{} bytes do not hold {n} rows of {k} {ty:?} values",
-                    bytes.len()
-                ),
-            ));
-        }
+        check_matrix(bytes.len(), ty, n, k, name)?;
         let w = if on_cpu(device) {
             Weight::Blocks(blocks(bytes, device))
         } else {
@@ -310,6 +293,31 @@ fn dense(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
     }
 }
 
+/// That `len` bytes hold exactly `n` whole rows of `k` values of type `ty`, a type the kernels
+/// multiply.
+fn check_matrix(
+    len: usize,
+    ty: GgmlType,
+    n: usize,
+    k: usize,
+    name: &str,
+) -> Result<(), ModelError> {
+    if !ty.is_supported() || ember_quant::vec_dot_type(ty).is_err() {
+        return Err(ember_quant::QuantError::Unsupported {
+            ty,
+            tensor: Some(name.to_owned()),
+        }
+        .into());
+    }
+    if !k.is_multiple_of(ty.block_size()) || ty.bytes_for((n * k) as u64) != Some(len as u64) {
+        return Err(bad(
+            name,
+            format!("{len} bytes do not hold {n} rows of {k} {ty:?} values"),
+        ));
+    }
+    Ok(())
+}
+
 fn bad(name: &str, reason: String) -> ModelError {
     ModelError::Tensor {
         name: name.to_owned(),
@@ -381,19 +389,13 @@ impl QHeads {
         name: &str,
     ) -> Result<Self, ModelError> {
         // Each matrix checked as a QLinear would be.
-        let per = ty.bytes_for((n * k) as u64).ok_or_else(|| {
-            bad(
-                name,
-                format!("{n} × {k} values do not fill whole {ty:?} blocks"),
-            )
-        })? as usize;
-        if per * count != bytes.len() || count == 0 {
+        if count == 0 || !bytes.len().is_multiple_of(count) {
             return Err(bad(
                 name,
                 format!("{} bytes for {count} × [{n}, {k}] {ty:?}", bytes.len()),
             ));
         }
-        QLinear::from_bytes(bytes.slice(0..per), ty, n, k, device, name)?;
+        check_matrix(bytes.len() / count, ty, n, k, name)?;
         let w = if on_cpu(device) {
             StackWeight::Blocks(blocks(bytes, device))
         } else {
