@@ -16,6 +16,8 @@ mod mla;
 mod model;
 mod moe;
 mod qlinear;
+#[cfg(feature = "wgpu")]
+mod qlinear_cube;
 
 pub use config::{Arch, Gating, MlaConfig, ModelConfig, MoeConfig, RopeConfig, RopeKind, Yarn};
 pub use error::ModelError;

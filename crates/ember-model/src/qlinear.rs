@@ -6,8 +6,8 @@
 //! Rows are split across `ember_quant::pool`, whose workers spin between the many small products of
 //! a decode step instead of sleeping.
 //!
-//! On GPU devices (the `wgpu` feature) the extension has no CubeCL kernel yet: weights are
-//! dequantized once at load to F16 and multiplied with Burn's matmul (see [`Weight::Dense`]).
+//! On GPU devices (the `wgpu` feature) the blocks are uploaded as they are and the CubeCL kernel
+//! in `qlinear_cube.rs` dequantizes them inside the matmul: GPU memory holds the file's bytes.
 
 use crate::error::ModelError;
 use burn::backend::flex::{FlexTensor, Layout};
@@ -22,7 +22,7 @@ use ember_quant::{GgmlType, QuantizedActivations};
 
 /// Burn backend extension: `x [m, k] · Wᵀ` for a weight of `n` rows of `k` values of type `ty`,
 /// stored as raw GGUF bytes.
-#[backend_extension(Flex)]
+#[backend_extension(Flex, Cube: cfg(feature = "wgpu"))]
 pub trait QuantOps: Backend {
     fn q_matmul(
         x: FloatTensor<Self>,
@@ -92,6 +92,30 @@ impl QuantOps for Flex {
     }
 }
 
+#[cfg(feature = "wgpu")]
+impl QuantOps for burn_cubecl::CubeBackend {
+    fn q_matmul(
+        x: burn_cubecl::tensor::CubeTensor,
+        w: burn_cubecl::tensor::CubeTensor,
+        ty: GgmlType,
+        n: usize,
+        k: usize,
+    ) -> burn_cubecl::tensor::CubeTensor {
+        crate::qlinear_cube::q_matmul(x, w, ty, n, k, 1)
+    }
+
+    fn q_matmul_heads(
+        x: burn_cubecl::tensor::CubeTensor,
+        w: burn_cubecl::tensor::CubeTensor,
+        ty: GgmlType,
+        n: usize,
+        k: usize,
+        count: usize,
+    ) -> burn_cubecl::tensor::CubeTensor {
+        crate::qlinear_cube::q_matmul(x, w, ty, n, k, count)
+    }
+}
+
 fn contiguous_f32(x: FlexTensor) -> FlexTensor {
     if x.as_slice::<f32>().is_some() {
         x
@@ -119,22 +143,11 @@ fn tracing_error(e: &ember_quant::QuantError) {
     tracing::error!("internal kernel error (please report): {e}");
 }
 
-/// How a weight matrix is held on its device.
-#[derive(Debug, Clone)]
-enum Weight {
-    /// The GGUF blocks as they are in the file (a `U8` tensor, zero-copy from the mmap), multiplied
-    /// through ember-quant's kernels by the `QuantOps` extension. The CPU (Flex) path.
-    Blocks(Tensor<1, Int>),
-    /// Dequantized once at load to `[n, k]` floats (F16 where the device has it, else F32) and
-    /// multiplied with Burn's own matmul. The GPU (CubeCL / wgpu) path: ember has no CubeCL block
-    /// kernels yet, so a GPU holds 2 bytes per weight instead of the file's 0.5–1.
-    Dense(Tensor<2>),
-}
-
 /// A weight matrix `[n, k]` (GGUF dims `[k, n]`).
 #[derive(Debug, Clone)]
 pub struct QLinear {
-    w: Weight,
+    /// The GGUF blocks, as [`blocks`] puts them on the device.
+    w: Tensor<1, Int>,
     ty: GgmlType,
     n: usize,
     k: usize,
@@ -199,14 +212,8 @@ impl QLinear {
         device: &Device,
         name: &str,
     ) -> Result<Self, ModelError> {
-        check_matrix(bytes.len(), ty, n, k, name)?;
-        let w = if on_cpu(device) {
-            Weight::Blocks(blocks(bytes, device))
-        } else {
-            let values = ember_quant::dequantize_to_vec(ty, &bytes, n * k)
-                .map_err(|e| e.with_tensor(name))?;
-            Weight::Dense(dense(values, [n, k], device))
-        };
+        check_matrix(bytes.len(), ty, n, k, device, name)?;
+        let w = blocks(bytes, device);
         Ok(QLinear { w, ty, n, k })
     }
 
@@ -217,23 +224,13 @@ impl QLinear {
 
     /// `x [m, k] -> [m, n]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        match &self.w {
-            Weight::Blocks(w) => Tensor::from_dispatch(<Dispatch as QuantOps>::q_matmul(
-                x.into_dispatch(),
-                w.clone().into_dispatch(),
-                self.ty,
-                self.n,
-                self.k,
-            )),
-            Weight::Dense(w) => {
-                let w = if w.dtype() == DType::F32 {
-                    w.clone()
-                } else {
-                    w.clone().cast(DType::F32)
-                };
-                x.matmul(w.transpose())
-            }
-        }
+        Tensor::from_dispatch(<Dispatch as QuantOps>::q_matmul(
+            x.into_dispatch(),
+            self.w.clone().into_dispatch(),
+            self.ty,
+            self.n,
+            self.k,
+        ))
     }
 
     /// Output features.
@@ -258,7 +255,7 @@ pub(crate) fn on_cpu(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Flex(_))
 }
 
-/// The float type dense weights and the KV cache are stored in on `device`: F16 where supported.
+/// The float type the KV cache is stored in on `device`: F16 where supported.
 pub(crate) fn storage_dtype(device: &Device) -> DType {
     if device.supports_dtype(DType::F16) {
         DType::F16
@@ -267,8 +264,19 @@ pub(crate) fn storage_dtype(device: &Device) -> DType {
     }
 }
 
-/// File bytes as a `U8` tensor on the CPU, without copying them (the mmap's pages back it).
+/// A weight's blocks on `device`: on the CPU a `U8` tensor over the file's bytes, without copying
+/// them (the mmap's pages back it); on a GPU the bytes uploaded once as `u32` words for the CubeCL
+/// kernel (`qlinear_cube::words`).
 fn blocks(bytes: bytes::Bytes, device: &Device) -> Tensor<1, Int> {
+    #[cfg(feature = "wgpu")]
+    if !on_cpu(device) {
+        let words = crate::qlinear_cube::words(&bytes);
+        let len = words.len();
+        return Tensor::<1, Int>::from_data(
+            TensorData::new(words, [len]),
+            TensorCreationOptions::new(device.clone()).with_dtype(DType::U32),
+        );
+    }
     let len = bytes.len();
     let data = TensorData::from_bytes(
         Bytes::from_shared(bytes, AllocationProperty::File),
@@ -281,28 +289,21 @@ fn blocks(bytes: bytes::Bytes, device: &Device) -> Tensor<1, Int> {
     )
 }
 
-/// A dense `[n, k]` weight in the device's storage type.
-fn dense(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
-    let opts = |dt| TensorCreationOptions::new(device.clone()).with_dtype(dt);
-    match storage_dtype(device) {
-        DType::F16 => {
-            let h: Vec<half::f16> = values.into_iter().map(half::f16::from_f32).collect();
-            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
-        }
-        _ => Tensor::from_data(TensorData::new(values, shape), opts(DType::F32)),
-    }
-}
-
-/// That `len` bytes hold exactly `n` whole rows of `k` values of type `ty`, a type the kernels
-/// multiply.
+/// That `len` bytes hold exactly `n` whole rows of `k` values of type `ty`, a type the kernels of
+/// `device` multiply.
 fn check_matrix(
     len: usize,
     ty: GgmlType,
     n: usize,
     k: usize,
+    device: &Device,
     name: &str,
 ) -> Result<(), ModelError> {
-    if !ty.is_supported() || ember_quant::vec_dot_type(ty).is_err() {
+    #[cfg(feature = "wgpu")]
+    let on_device = on_cpu(device) || crate::qlinear_cube::supported(ty);
+    #[cfg(not(feature = "wgpu"))]
+    let on_device = on_cpu(device);
+    if !on_device || !ty.is_supported() || ember_quant::vec_dot_type(ty).is_err() {
         return Err(ember_quant::QuantError::Unsupported {
             ty,
             tensor: Some(name.to_owned()),
@@ -343,21 +344,12 @@ pub fn load_f32(file: &GgufFile, name: &str, device: &Device) -> Result<Tensor<1
     Ok(Tensor::<1>::from_data(TensorData::new(values, [n]), device))
 }
 
-/// How a stack of matrices is held on its device.
-#[derive(Debug, Clone)]
-enum StackWeight {
-    /// Every matrix's blocks, one after another (zero-copy from the mmap where the file has them
-    /// so), multiplied by `q_matmul_heads`. The CPU path.
-    Blocks(Tensor<1, Int>),
-    /// Dequantized `[count, n, k]`, multiplied as one batched matmul. The GPU path.
-    Dense(Tensor<3>),
-}
-
 /// `count` matrices `[n, k]` applied head by head: `[m, count·k] -> [m, count·n]` (MLA's per-head
 /// key absorption and value decompression).
 #[derive(Debug, Clone)]
 pub struct QHeads {
-    w: StackWeight,
+    /// Every matrix's blocks, one after another, as [`blocks`] puts them on the device.
+    w: Tensor<1, Int>,
     ty: GgmlType,
     n: usize,
     k: usize,
@@ -395,14 +387,8 @@ impl QHeads {
                 format!("{} bytes for {count} × [{n}, {k}] {ty:?}", bytes.len()),
             ));
         }
-        check_matrix(bytes.len() / count, ty, n, k, name)?;
-        let w = if on_cpu(device) {
-            StackWeight::Blocks(blocks(bytes, device))
-        } else {
-            let values = ember_quant::dequantize_to_vec(ty, &bytes, n * k * count)
-                .map_err(|e| e.with_tensor(name))?;
-            StackWeight::Dense(dense(values, [count * n, k], device).reshape([count, n, k]))
-        };
+        check_matrix(bytes.len() / count, ty, n, k, device, name)?;
+        let w = blocks(bytes, device);
         Ok(QHeads { w, ty, n, k, count })
     }
 
@@ -424,31 +410,14 @@ impl QHeads {
 
     /// `x [m, count·k] -> [m, count·n]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        match &self.w {
-            StackWeight::Blocks(w) => {
-                Tensor::from_dispatch(<Dispatch as QuantOps>::q_matmul_heads(
-                    x.into_dispatch(),
-                    w.clone().into_dispatch(),
-                    self.ty,
-                    self.n,
-                    self.k,
-                    self.count,
-                ))
-            }
-            StackWeight::Dense(w) => {
-                let [m, _] = x.dims();
-                let w = if w.dtype() == DType::F32 {
-                    w.clone()
-                } else {
-                    w.clone().cast(DType::F32)
-                };
-                x.reshape([m, self.count, self.k])
-                    .swap_dims(0, 1)
-                    .matmul(w.swap_dims(1, 2))
-                    .swap_dims(0, 1)
-                    .reshape([m, self.count * self.n])
-            }
-        }
+        Tensor::from_dispatch(<Dispatch as QuantOps>::q_matmul_heads(
+            x.into_dispatch(),
+            self.w.clone().into_dispatch(),
+            self.ty,
+            self.n,
+            self.k,
+            self.count,
+        ))
     }
 
     /// Rows of each matrix.

@@ -117,16 +117,18 @@ fn greedy_matches_llama_cpp_on_cpu() {
     check_all(&Device::flex(), LoadOptions::default(), 0.1, |_| true);
 }
 
-/// On the GPU: the F16 and Q8_0 tiny models (CI runs Mesa's software Vulkan on 2 cores, where
-/// SmolLM2's 432 greedy steps take many minutes; on a real GPU set `EMBER_TEST_WGPU_ALL=1` to run
-/// every model).
+/// On the GPU, whose kernel dequantizes the blocks itself: the F16, Q8_0 and Q4_K_M (Q4_K + Q6_K)
+/// tiny models (CI runs Mesa's software Vulkan on 2 cores, where SmolLM2's 432 greedy steps take
+/// many minutes; on a real GPU set `EMBER_TEST_WGPU_ALL=1` to run every model). Every weight type
+/// is checked against the dequantized product in `tests/qlinear.rs`.
 #[cfg(feature = "wgpu")]
 #[test]
 fn greedy_matches_llama_cpp_on_wgpu() {
     let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
     let all = std::env::var_os("EMBER_TEST_WGPU_ALL").is_some();
     check_all(&device, LoadOptions::default(), 0.1, |s| {
-        all || (s.starts_with("tiny-") && (s.ends_with("-f16") || s.ends_with("-q8_0")))
+        all || (s.starts_with("tiny-")
+            && ["-f16", "-q8_0", "-q4_k_m"].iter().any(|t| s.ends_with(t)))
     });
 }
 

@@ -81,7 +81,7 @@ const BAR_MIN_BYTES: u64 = 256 << 20;
 
 /// Loads the model of `file` onto `device` (with `cpu_moe`, routed experts stay on the CPU); a
 /// progress bar on stderr (when it is a terminal) for large files and for GPU devices, where every
-/// layer is dequantized and uploaded.
+/// layer is uploaded.
 pub fn load_model(
     file: &GgufFile,
     device: &Device,

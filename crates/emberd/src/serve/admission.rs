@@ -9,9 +9,8 @@
 //! Byte quantities as written in configs ([`ByteSize`]) and shown to people ([`human_bytes`]) live
 //! here too.
 
-use crate::backend::Backend;
 use crate::serve::config::{KvDtype, int_or_str};
-use ember_gguf::{GgmlType, GgufFile};
+use ember_gguf::GgufFile;
 use ember_model::ModelConfig;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -31,9 +30,6 @@ pub struct Shape {
     pub slots: usize,
     pub kv_dtype: KvDtype,
     pub prefill_chunk: usize,
-    pub backend: Backend,
-    /// Routed experts kept on the CPU (mmap'd, as stored) while the rest runs on the GPU.
-    pub cpu_moe: bool,
 }
 
 /// The model dimensions the estimate depends on (copied so a refusal can re-evaluate).
@@ -62,10 +58,10 @@ pub struct Estimate {
 
 /// Estimates the memory `file` needs when run as `shape`.
 ///
-/// - weights: every tensor's bytes as stored. On wgpu, ember-model dequantizes matrices to f16 on
-///   the device (`qlinear.rs`), so a tensor counts 2 bytes per element there (f32 ones 4); the
-///   mmap'd file is then page cache the kernel may drop, and is not counted — except the routed
-///   experts under `cpu_moe`, which stay in the mmap as stored.
+/// - weights: every tensor's bytes as stored, on either backend: on the CPU they are the mmap's
+///   pages; on wgpu the matrices are uploaded as their GGUF blocks (dequantized inside the matmul
+///   kernel, `qlinear_cube.rs`), the routed experts stay in the mmap under `cpu_moe`, and the rest
+///   (embedding rows, norms) are read from the mmap or held as f32 as stored.
 /// - KV: `n_layer × kv_elements (2·n_head_kv·head_dim, or MLA's kv_lora_rank + qk_rope) ×
 ///   bytes(kv_dtype) × n_ctx × slots`.
 /// - scratch, with `rows = max(prefill_chunk, slots)` (one prefill chunk, or one decode row per
@@ -78,14 +74,7 @@ pub fn estimate(file: &GgufFile, cfg: &ModelConfig, shape: Shape) -> Estimate {
     let weights_bytes = file
         .tensors()
         .iter()
-        .map(|t| match shape.backend {
-            Backend::Flex => t.n_bytes(),
-            Backend::Wgpu if shape.cpu_moe && t.name().contains("_exps.") => t.n_bytes(),
-            Backend::Wgpu => match t.ggml_type() {
-                GgmlType::F32 => t.n_elements().saturating_mul(4),
-                _ => t.n_elements().saturating_mul(2),
-            },
-        })
+        .map(|t| t.n_bytes())
         .fold(0u64, u64::saturating_add);
     let dims = Dims {
         n_layer: cfg.n_layer as u64,
@@ -316,12 +305,12 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ember_gguf::{GgufWriter, Value};
+    use ember_gguf::{GgmlType, GgufWriter, Value};
 
     const MIB: u64 = 1 << 20;
 
     /// A llama-shaped GGUF: 2 layers, n_embd 64, 4 heads (2 KV heads of 16), n_ff 128, 100
-    /// tokens; two F32 tensors of known size stand in for the weights.
+    /// tokens; two F32 tensors and a Q8_0 matrix of known size stand in for the weights.
     fn tiny() -> (GgufFile, ModelConfig) {
         let u = |n: u32| Value::U32(n);
         let bytes = GgufWriter::new()
@@ -341,6 +330,12 @@ mod tests {
                 vec![0; 64 * 100 * 4],
             )
             .tensor("output_norm.weight", &[64], GgmlType::F32, vec![0; 64 * 4])
+            .tensor(
+                "blk.0.attn_q.weight",
+                &[64, 64],
+                GgmlType::Q8_0,
+                vec![0; 64 * 64 / 32 * 34],
+            )
             .to_bytes();
         let file = GgufFile::from_bytes(bytes).expect("gguf");
         let cfg = ModelConfig::from_gguf(file.metadata()).expect("config");
@@ -353,8 +348,6 @@ mod tests {
             slots,
             kv_dtype: KvDtype::F16,
             prefill_chunk: 32,
-            backend: Backend::Flex,
-            cpu_moe: false,
         }
     }
 
@@ -362,7 +355,9 @@ mod tests {
     fn the_estimate_follows_the_documented_formula() {
         let (file, cfg) = tiny();
         let e = estimate(&file, &cfg, shape(1024, 2));
-        assert_eq!(e.weights_bytes, (64 * 100 + 64) * 4);
+        // As stored: f32 tensors 4 bytes a value, the Q8_0 matrix 34 bytes a block of 32 (on
+        // wgpu too, where the blocks are uploaded as they are).
+        assert_eq!(e.weights_bytes, (64 * 100 + 64) * 4 + 64 * 64 / 32 * 34);
         // 2 layers × (K, V) × 2 KV heads × 16 × 2 bytes × 1024 tokens × 2 slots.
         assert_eq!(e.kv_bytes, 2 * 2 * 2 * 16 * 2 * 1024 * 2);
         assert_eq!(
@@ -384,19 +379,6 @@ mod tests {
             },
         );
         assert_eq!(f32_kv.kv_bytes, 2 * e.kv_bytes);
-        let gpu = estimate(
-            &file,
-            &cfg,
-            Shape {
-                backend: Backend::Wgpu,
-                cpu_moe: false,
-                ..shape(1024, 2)
-            },
-        );
-        assert_eq!(
-            gpu.weights_bytes, e.weights_bytes,
-            "f32 tensors stay 4 bytes on wgpu"
-        );
     }
 
     #[test]

@@ -287,8 +287,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             slots: settings.slots,
             kv_dtype: settings.kv_dtype,
             prefill_chunk: settings.prefill_chunk,
-            backend: settings.backend,
-            cpu_moe: settings.cpu_moe,
         },
     );
     admission::admit(&estimate, settings.memory_budget)
