@@ -316,6 +316,13 @@ fn check_matrix(
             format!("{len} bytes do not hold {n} rows of {k} {ty:?} values"),
         ));
     }
+    // The GPU kernels address a matrix's bytes with 32-bit offsets.
+    if !on_cpu(device) && len >= (u32::MAX / 2) as usize {
+        return Err(bad(
+            name,
+            format!("{len} bytes: over the GPU kernels' 2 GiB per matrix"),
+        ));
+    }
     Ok(())
 }
 

@@ -8,12 +8,16 @@
 //! tree sums the threads' partial dots. The per-type decoding follows ggml's `dequantize_row_*`
 //! (`ggml/src/ggml-quants.c`) value for value; products are in f32.
 //!
-//! Decode (one activation row) reads each weight byte once, as the CPU kernels do. Prefill tiles
-//! reuse each dequantized group for 8 rows. Types without a case here are refused when the layer is
-//! built ([`supported`]), so the kernel never sees them.
+//! Decode (one activation row, or one per slot) reads each weight byte once, as the CPU kernels do;
+//! each dequantized group serves every row of the tile. Longer prefill batches instead dequantize
+//! the weight, a bounded slice of rows at a time, into f32 with the same decoding and multiply with
+//! Burn's tiled matmul ([`dequant_matmul`]). Types without a case here are refused when the layer
+//! is built ([`supported`]), so the kernels never see them.
 
-use burn::tensor::{DType, Shape};
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::{DType, Shape, Slice};
 use burn_cubecl::cubecl;
+use burn_cubecl::cubecl::calculate_cube_count_elemwise;
 use burn_cubecl::cubecl::prelude::*;
 use burn_cubecl::kernel::{cast, into_contiguous};
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -75,7 +79,10 @@ pub(crate) fn words(bytes: &[u8]) -> Vec<u32> {
 }
 
 /// `x [m, count·k]` times `count` matrices of `n` rows of `k` values of type `ty` held in `w`
-/// (their blocks one after another, as [`words`]): `[m, count·n]`, f32.
+/// (their blocks one after another, as [`words`]): `[m, count·n]`, f32. Up to [`MAX_TILE`] rows
+/// (decode, and batched decode) go through the fused kernel; longer prefill batches dequantize the
+/// weight a slice of rows at a time into f32 and multiply with Burn's tiled matmul, as llama.cpp's
+/// GPU backends do past their mat-vec batch size.
 pub(crate) fn q_matmul(
     x: CubeTensor,
     w: CubeTensor,
@@ -96,6 +103,17 @@ pub(crate) fn q_matmul(
         .num_elements()
         .checked_div(k * count)
         .unwrap_or(0);
+    if m == 0 || rows == 0 || k == 0 {
+        return empty_device_dtype(
+            x.client.clone(),
+            x.device.clone(),
+            Shape::new([m, rows]),
+            DType::F32,
+        );
+    }
+    if m > MAX_TILE as usize {
+        return dequant_matmul(x, w, ty, n, k, count, m);
+    }
     let out = empty_device_dtype(
         x.client.clone(),
         x.device.clone(),
@@ -103,9 +121,6 @@ pub(crate) fn q_matmul(
         DType::F32,
     );
     let row_bytes = ty.bytes_for(k as u64).unwrap_or(0) as usize;
-    if m == 0 || rows == 0 || k == 0 {
-        return out;
-    }
     let tile = (m as u32).next_power_of_two().min(MAX_TILE);
     let per_x = rows.min(65_535) as u32;
     let cube_count = CubeCount::Static(
@@ -113,10 +128,10 @@ pub(crate) fn q_matmul(
         (rows as u32).div_ceil(per_x),
         (m as u32).div_ceil(tile),
     );
+    let client = x.client.clone();
     // Safety: every index the kernel forms is in bounds for the shapes set here — rows < `rows`,
     // activation rows < `m`, values < `k` (float types check each value; block types fill whole
     // groups of 8), and the weight's unaligned reads stay within the padding word of `words`.
-    let client = x.client.clone();
     unsafe {
         q_matmul_kernel::launch_unchecked(
             &client,
@@ -137,6 +152,118 @@ pub(crate) fn q_matmul(
         );
     }
     out
+}
+
+/// Most f32 values one dequantized slice of a weight holds (64 MiB): the scratch a long prefill
+/// batch adds, whatever the matrix size. (A few rows in unit tests, so that they cross slices.)
+#[cfg(not(test))]
+const SLICE_VALUES: usize = 16 << 20;
+#[cfg(test)]
+const SLICE_VALUES: usize = 40;
+
+/// [`q_matmul`] for `m` > [`MAX_TILE`]: per head, slices of whole rows dequantized into f32 by
+/// [`dequant_kernel`] and multiplied with Burn's matmul; the slices' products concatenated.
+fn dequant_matmul(
+    x: CubeTensor,
+    w: CubeTensor,
+    ty: GgmlType,
+    n: usize,
+    k: usize,
+    count: usize,
+    m: usize,
+) -> CubeTensor {
+    type B = burn_cubecl::CubeBackend;
+    let row_bytes = ty.bytes_for(k as u64).unwrap_or(0) as usize;
+    let step = (SLICE_VALUES / k).clamp(1, n);
+    let mut parts = Vec::new();
+    for head in 0..count {
+        let xh = if count == 1 {
+            x.clone()
+        } else {
+            B::float_slice(
+                x.clone(),
+                &[Slice::from(0..m), Slice::from(head * k..(head + 1) * k)],
+            )
+        };
+        for first in (0..n).step_by(step) {
+            let len = step.min(n - first);
+            let wd = dequant_rows(&w, ty, head * n + first, len, k, row_bytes, &x);
+            parts.push(B::float_matmul(xh.clone(), B::float_transpose(wd)));
+        }
+    }
+    if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        B::float_cat(parts, 1)
+    }
+}
+
+/// Rows `first..first + len` of the weight in `w` dequantized to a new f32 `[len, k]` tensor on
+/// `like`'s device.
+fn dequant_rows(
+    w: &CubeTensor,
+    ty: GgmlType,
+    first: usize,
+    len: usize,
+    k: usize,
+    row_bytes: usize,
+    like: &CubeTensor,
+) -> CubeTensor {
+    let out = empty_device_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new([len, k]),
+        DType::F32,
+    );
+    let units = len * k.div_ceil(8);
+    let cube_dim = CubeDim::new_1d(THREADS);
+    let cube_count = calculate_cube_count_elemwise(&like.client, units, cube_dim);
+    // Safety: units past `len` rows stop at once; every other index is within the `len` rows of
+    // `out` and, for the weight, within the padded words (as in `q_matmul`).
+    unsafe {
+        dequant_kernel::launch_unchecked(
+            &like.client,
+            cube_count,
+            cube_dim,
+            w.clone().into_buffer_arg(),
+            out.clone().into_buffer_arg(),
+            len as u32,
+            k as u32,
+            row_bytes as u32,
+            (first * row_bytes) as u32,
+            ty.id(),
+        );
+    }
+    out
+}
+
+/// One unit per group of 8 values: rows of the weight starting at byte `offset` into `out`
+/// (`rows × k` f32).
+#[cube(launch_unchecked)]
+fn dequant_kernel(
+    w: &[u32],
+    out: &mut [f32],
+    rows: u32,
+    k: u32,
+    row_bytes: u32,
+    offset: u32,
+    #[comptime] ty: u32,
+) {
+    let groups = k.div_ceil(8);
+    let unit = ABSOLUTE_POS as u32;
+    let row = unit / groups;
+    if row >= rows {
+        terminate!();
+    }
+    let e0 = (unit % groups) * 8;
+    let mut wv = Array::<f32>::new(8usize);
+    dequant8(w, offset + row * row_bytes, e0, k, &mut wv, ty);
+    #[unroll]
+    for t in 0..8u32 {
+        if e0 + t < k {
+            out[(row * k + e0 + t) as usize] = wv[t as usize];
+        }
+    }
 }
 
 /// See the module docs. `x_stride`/`out_stride`: elements between activation/output rows; weight
@@ -529,8 +656,9 @@ mod tests {
         }
     }
 
-    /// Float weights of every width, with rows that are not whole groups of 8 and activation
-    /// counts on both sides of a tile; the weight values are exact in each type.
+    /// Float weights of every width, with rows that are not whole groups of 8, and activation
+    /// counts for the fused kernel (up to 8) and for the dequantized slices (above, here several
+    /// slices of rows); the weight values are exact in each type.
     #[test]
     fn float_weights_any_width() {
         for (ty, bytes_of) in [
@@ -545,7 +673,7 @@ mod tests {
                 half::bf16::from_f32(v).to_le_bytes().to_vec()
             }),
         ] {
-            for (n, k, m) in [(3, 5, 1), (7, 13, 9), (2, 64, 3), (1, 8, 17)] {
+            for (n, k, m) in [(3, 5, 1), (7, 13, 9), (2, 64, 3), (1, 8, 17), (9, 8, 8)] {
                 // Multiples of 1/8 in [-2, 2]: exact in f16 and bf16.
                 let w: Vec<f32> = (0..n * k)
                     .map(|i| ((i * 37) % 33) as f32 / 8.0 - 2.0)
@@ -565,17 +693,20 @@ mod tests {
     /// `q_matmul_heads`: head h of each activation row against matrix h.
     #[test]
     fn heads_take_their_own_columns() {
-        let (n, k, count, m) = (5, 16, 3, 4);
+        let (n, k, count) = (5, 16, 3);
         let w: Vec<f32> = (0..n * k * count)
             .map(|i| ((i * 13) % 17) as f32 / 4.0 - 2.0)
             .collect();
-        let x = values(m * k * count, 1);
         let heads = QHeads::from_f32(&w, n, k, count, &gpu(), "t").unwrap();
-        let got = to_vec(heads.forward(Tensor::from_data(
-            TensorData::new(x.clone(), [m, count * k]),
-            &gpu(),
-        )));
-        close(&got, &reference(&w, &x, n, k, count));
+        // 4 rows: the fused kernel; 12: dequantized slices of 2 rows (SLICE_VALUES) per head.
+        for m in [4, 12] {
+            let x = values(m * k * count, m);
+            let got = to_vec(heads.forward(Tensor::from_data(
+                TensorData::new(x.clone(), [m, count * k]),
+                &gpu(),
+            )));
+            close(&got, &reference(&w, &x, n, k, count));
+        }
     }
 
     /// Half bits to f32: normals, subnormals, signed zero.

@@ -76,13 +76,14 @@ fn qlinear_matches_dequantized_product() {
     eprintln!("CPU: {types:?}");
 }
 
-/// The GPU kernel multiplies the same values in f32: only summation order differs. Row counts
-/// cover one row (decode), a partial tile and more than one tile of 8.
+/// The GPU kernels multiply the same values in f32: only summation order differs. Row counts
+/// cover the fused kernel (1: decode, 3: a partial tile, 8: a full one) and, past 8, the
+/// dequantize-then-matmul path of prefill.
 #[cfg(feature = "wgpu")]
 #[test]
 fn qlinear_matches_dequantized_product_on_wgpu() {
     let dev = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-    let types = check(&dev, &[1, 3, 11], 1e-5);
+    let types = check(&dev, &[1, 3, 8, 11], 1e-5);
     eprintln!("wgpu: {types:?}");
     for ty in ["F16", "Q8_0", "Q4_0", "Q2_K", "Q4_K", "Q6_K"] {
         assert!(types.contains(ty), "{ty} not covered: {types:?}");
