@@ -167,7 +167,7 @@ impl Model {
     }
 
     /// [`Model::load`], calling `progress(done, total)` as layers are loaded (for a progress bar:
-    /// on a GPU each layer is dequantized and uploaded, which takes a while on large models).
+    /// on a GPU each layer is uploaded, which takes a while on large models).
     pub fn load_with_progress(
         file: &GgufFile,
         device: &Device,

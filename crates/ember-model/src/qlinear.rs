@@ -154,8 +154,8 @@ pub struct QLinear {
 }
 
 impl QLinear {
-    /// Wraps tensor `name` of `file`: without copying its bytes on the CPU, dequantized on other
-    /// devices. 2-D only.
+    /// Wraps tensor `name` of `file`: without copying its bytes on the CPU, its blocks uploaded on
+    /// a GPU. 2-D only.
     pub fn load(file: &GgufFile, name: &str, device: &Device) -> Result<Self, ModelError> {
         let info = tensor(file, name)?;
         let [k, n] = match info.dims() {
@@ -171,7 +171,7 @@ impl QLinear {
 
     /// Wraps a stack of matrices, GGUF dims `[k, n, count]` (per-head projections, experts), as
     /// `count` matrices `[n, k]`: each a slice of the file's bytes on the CPU (a routed expert's
-    /// pages are read only when a token selects it), dequantized on other devices.
+    /// pages are read only when a token selects it), uploaded on a GPU.
     pub fn load_stack(
         file: &GgufFile,
         name: &str,
@@ -250,7 +250,8 @@ impl QLinear {
 }
 
 /// Whether `device` is the CPU (Flex), where ember's extensions (`QuantOps` block kernels, the
-/// fused `CpuOps`) run; other devices get dequantized weights and Burn's composed ops.
+/// fused `CpuOps`) run; on other devices `QuantOps` runs ember's CubeCL kernels and the rest is
+/// Burn's composed ops.
 pub(crate) fn on_cpu(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Flex(_))
 }
