@@ -30,20 +30,19 @@ const LOG_THREADS: u32 = 6;
 /// Most activation rows one cube multiplies.
 const MAX_TILE: u32 = 8;
 
-// ggml type ids, as the kernel's comptime switch sees them.
-const F32: u32 = 0;
-const F16: u32 = 1;
-const Q4_0: u32 = 2;
-const Q4_1: u32 = 3;
-const Q5_0: u32 = 6;
-const Q5_1: u32 = 7;
-const Q8_0: u32 = 8;
-const Q2_K: u32 = 10;
-const Q3_K: u32 = 11;
-const Q4_K: u32 = 12;
-const Q5_K: u32 = 13;
-const Q6_K: u32 = 14;
-const BF16: u32 = 30;
+// ggml type ids (`GgmlType`'s discriminants), as the kernel's comptime switch sees them.
+const F32: u32 = GgmlType::F32 as u32;
+const F16: u32 = GgmlType::F16 as u32;
+const Q4_0: u32 = GgmlType::Q4_0 as u32;
+const Q4_1: u32 = GgmlType::Q4_1 as u32;
+const Q5_0: u32 = GgmlType::Q5_0 as u32;
+const Q5_1: u32 = GgmlType::Q5_1 as u32;
+const Q8_0: u32 = GgmlType::Q8_0 as u32;
+const Q2_K: u32 = GgmlType::Q2_K as u32;
+const Q3_K: u32 = GgmlType::Q3_K as u32;
+const Q4_K: u32 = GgmlType::Q4_K as u32;
+const Q5_K: u32 = GgmlType::Q5_K as u32;
+const BF16: u32 = GgmlType::BF16 as u32;
 
 /// Whether the GPU kernel multiplies weights of type `ty`.
 pub(crate) fn supported(ty: GgmlType) -> bool {
@@ -103,15 +102,8 @@ pub(crate) fn q_matmul(
         .num_elements()
         .checked_div(k * count)
         .unwrap_or(0);
-    if m == 0 || rows == 0 || k == 0 {
-        return empty_device_dtype(
-            x.client.clone(),
-            x.device.clone(),
-            Shape::new([m, rows]),
-            DType::F32,
-        );
-    }
-    if m > MAX_TILE as usize {
+    let empty = rows == 0 || k == 0;
+    if m > MAX_TILE as usize && !empty {
         return dequant_matmul(x, w, ty, n, k, count, m);
     }
     let out = empty_device_dtype(
@@ -120,6 +112,9 @@ pub(crate) fn q_matmul(
         Shape::new([m, rows]),
         DType::F32,
     );
+    if m == 0 || empty {
+        return out;
+    }
     let row_bytes = ty.bytes_for(k as u64).unwrap_or(0) as usize;
     let tile = (m as u32).next_power_of_two().min(MAX_TILE);
     let per_x = rows.min(65_535) as u32;
@@ -382,11 +377,16 @@ fn byte(w: &[u32], off: u32) -> u32 {
     (w[(off / 4) as usize] >> ((off % 4) * 8)) & 0xff
 }
 
+/// The 16 bits at the even offset `off`.
+#[cube]
+fn bits16(w: &[u32], off: u32) -> u32 {
+    (w[(off / 4) as usize] >> ((off % 4) * 8)) & 0xffff
+}
+
 /// The f16 at the even offset `off`, widened.
 #[cube]
 fn half_at(w: &[u32], off: u32) -> f32 {
-    let h = (w[(off / 4) as usize] >> ((off % 4) * 8)) & 0xffff;
-    f16_bits(h)
+    f16_bits(bits16(w, off))
 }
 
 /// IEEE half bits to f32 (normal and subnormal; the weights' scales are finite).
@@ -435,8 +435,7 @@ fn dequant8(w: &[u32], row_off: u32, e0: u32, k: u32, wv: &mut Array<f32>, #[com
         for t in 0..8u32 {
             let mut v = 0.0f32;
             if e0 + t < k {
-                let off = row_off + 2 * (e0 + t);
-                let h = (w[(off / 4) as usize] >> ((off % 4) * 8)) & 0xffff;
+                let h = bits16(w, row_off + 2 * (e0 + t));
                 if comptime!(ty == F16) {
                     v = f16_bits(h);
                 } else {
@@ -482,7 +481,7 @@ fn dequant8(w: &[u32], row_off: u32, e0: u32, k: u32, wv: &mut Array<f32>, #[com
             };
         }
     } else if comptime!(ty == Q8_0) {
-        let base = row_off + (e0 / 32) * 34;
+        let base = row_off + (e0 / 32) * comptime!(block_bytes(ty));
         let d = half_at(w, base);
         let qs = base + 2 + e0 % 32;
         let lo = bytes4(w, qs);
@@ -571,7 +570,7 @@ fn dequant8(w: &[u32], row_off: u32, e0: u32, k: u32, wv: &mut Array<f32>, #[com
         // Q6_K: ql[128], qh[64], scales[16] (i8), d. Value j = 128·h + 32·p + l: low nibble in ql
         // byte 64·h + 32·(p % 2) + l (high nibble for p >= 2), top 2 bits in qh byte 32·h + l at
         // bit 2·p, scale j / 16.
-        let base = row_off + (e0 / 256) * 210;
+        let base = row_off + (e0 / 256) * comptime!(block_bytes(ty));
         let j0 = e0 % 256;
         let h = j0 / 128;
         let p = (j0 % 128) / 32;
@@ -594,21 +593,9 @@ fn dequant8(w: &[u32], row_off: u32, e0: u32, k: u32, wv: &mut Array<f32>, #[com
     }
 }
 
-/// Bytes per block of the block types the kernel decodes.
+/// Bytes per block of type id `ty` (`GgmlType::type_size`), for the kernel's comptime offsets.
 fn block_bytes(ty: u32) -> u32 {
-    match ty {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        Q5_1 => 24,
-        Q8_0 => 34,
-        Q2_K => 84,
-        Q3_K => 110,
-        Q4_K => 144,
-        Q5_K => 176,
-        Q6_K => 210,
-        _ => 0,
-    }
+    GgmlType::from_id(ty).map_or(0, |t| t.type_size() as u32)
 }
 
 #[cfg(test)]
