@@ -29,9 +29,11 @@ pub const SPIN: Duration = Duration::from_micros(200);
 type Job = dyn Fn(usize) + Sync;
 
 struct Shared {
-    /// Bumped once per job: what idle workers watch.
-    epoch: AtomicUsize,
-    /// The epoch of the job workers may still join, 0 once the caller has closed it.
+    /// The number of the job workers may join, 0 while none is open: the one thing idle workers
+    /// watch. Every job gets a new non-zero number, so a worker that ran job `e` (or found it
+    /// closed) waits for a value other than `e` and 0, and can never run a job twice. (Watching a
+    /// second counter bumped after `open` let a worker that joined through `open` before the
+    /// counter moved see the counter "change" afterwards and join the same job again.)
     open: AtomicUsize,
     /// Workers inside (or about to enter) the current job.
     active: AtomicUsize,
@@ -42,10 +44,25 @@ struct Shared {
     /// Set when a job panicked in a worker (an ember bug); the caller re-raises it.
     panicked: AtomicBool,
     shutdown: AtomicBool,
+    /// Tests only: sleep at the racy points of the protocol (see [`Shared::stagger`]).
+    #[cfg(test)]
+    staggered: AtomicBool,
     /// Workers asleep on `wake` (changed only under `sleep`).
     sleepers: AtomicUsize,
     sleep: Mutex<()>,
     wake: Condvar,
+}
+
+#[cfg(test)]
+impl Shared {
+    /// In a staggered test pool, sleeps for `d`: called by the caller right after it opens a job
+    /// and by a worker between seeing a job and joining it, the two places where a descheduled
+    /// thread lets the other side move on.
+    fn stagger(&self, d: Duration) {
+        if self.staggered.load(Ordering::Relaxed) {
+            std::thread::sleep(d);
+        }
+    }
 }
 
 // SAFETY: `job` is the only non-Sync field; the protocol above (one writer, holding the gate, while
@@ -59,8 +76,8 @@ unsafe impl Send for Shared {}
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    /// One job at a time: callers from several threads queue here.
-    gate: Mutex<()>,
+    /// One job at a time: callers from several threads queue here. Holds the last job number.
+    gate: Mutex<usize>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -77,12 +94,13 @@ impl Pool {
     /// ([`Pool::threads`] tells).
     pub fn new(threads: usize) -> Pool {
         let shared = Arc::new(Shared {
-            epoch: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            #[cfg(test)]
+            staggered: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             sleep: Mutex::new(()),
             wake: Condvar::new(),
@@ -99,7 +117,7 @@ impl Pool {
         Pool {
             shared,
             workers,
-            gate: Mutex::new(()),
+            gate: Mutex::new(0),
         }
     }
 
@@ -118,7 +136,7 @@ impl Pool {
             f(0);
             return;
         }
-        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
         // SAFETY: we hold the gate and the previous job was closed with no worker left inside it
         // (`Close` waited for `active == 0`; late workers find it closed and never read `job`), so
@@ -133,9 +151,10 @@ impl Pool {
             >(f));
         }
         s.panicked.store(false, Ordering::Relaxed);
-        let epoch = s.epoch.load(Ordering::Relaxed).wrapping_add(1).max(1);
-        s.open.store(epoch, Ordering::SeqCst);
-        s.epoch.store(epoch, Ordering::SeqCst);
+        *gate = gate.wrapping_add(1).max(1);
+        s.open.store(*gate, Ordering::SeqCst);
+        #[cfg(test)]
+        s.stagger(Duration::from_millis(1));
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _lock = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
@@ -290,16 +309,13 @@ impl<'a> DisjointOut<'a> {
 }
 
 fn worker(s: &Shared, index: usize) {
+    // The last job this worker ran or found closed.
     let mut seen = 0usize;
+    let fresh = |open: usize, seen: usize| open != 0 && open != seen;
     loop {
         let start = Instant::now();
         let mut spins = 0u32;
-        loop {
-            let e = s.epoch.load(Ordering::SeqCst);
-            if e != seen {
-                seen = e;
-                break;
-            }
+        while !fresh(s.open.load(Ordering::SeqCst), seen) {
             if s.shutdown.load(Ordering::Relaxed) {
                 return;
             }
@@ -310,17 +326,20 @@ fn worker(s: &Shared, index: usize) {
             }
             let mut lock = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
             s.sleepers.fetch_add(1, Ordering::SeqCst);
-            while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
+            while !fresh(s.open.load(Ordering::SeqCst), seen) && !s.shutdown.load(Ordering::SeqCst)
+            {
                 lock = s.wake.wait(lock).unwrap_or_else(|e| e.into_inner());
             }
             s.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
-        // Join: announce ourselves, then check the job is still open. The caller closes it before
+        #[cfg(test)]
+        s.stagger(Duration::from_micros(200));
+        // Join: announce ourselves, then check which job is open. The caller closes a job before
         // waiting for `active` to drop to 0 (both SeqCst), so either it sees us and waits, or we
-        // see it closed and leave without touching the job.
+        // see it closed (0, or already the next job) and never touch the closed job.
         s.active.fetch_add(1, Ordering::SeqCst);
         let open = s.open.load(Ordering::SeqCst);
-        if open != 0 {
+        if fresh(open, seen) {
             seen = open;
             // SAFETY: joined an open job: the caller published `job` before opening it and will
             // not replace or drop it until `active` is back to 0, after this call returns.
@@ -444,6 +463,20 @@ mod tests {
             assert_eq!(pool.threads(), threads);
             for _ in 0..200 {
                 assert_eq!(claim(&pool, 1000).iter().sum::<usize>(), 1000);
+            }
+        }
+    }
+
+    /// The caller descheduled right after opening a job while a worker that was late for the
+    /// previous job joins this one: the worker must still run it once (CI once caught a worker
+    /// joining the same job twice in exactly this window).
+    #[test]
+    fn a_late_worker_never_runs_a_job_twice() {
+        for threads in [2, 3] {
+            let pool = Pool::new(threads);
+            pool.shared.staggered.store(true, Ordering::Relaxed);
+            for _ in 0..100 {
+                claim(&pool, 0);
             }
         }
     }
