@@ -320,9 +320,21 @@ impl Model {
                 start: *start,
             })
             .collect();
+        // The rows whose logits are wanted: (first row, count) per sequence.
+        let mut keep = Vec::with_capacity(ropes.len());
+        let mut row = 0;
+        for (_, _, t) in &ropes {
+            keep.push(if all_logits {
+                (row, *t)
+            } else {
+                (row + t - 1, 1)
+            });
+            row += t;
+        }
         let mut x = self.embd.rows(&ids, &self.device)?;
         let mut layers: Vec<_> = seqs.iter_mut().map(|s| s.cache.layers.iter_mut()).collect();
-        for b in &self.blocks {
+        let last = self.blocks.len().saturating_sub(1);
+        for (l, b) in self.blocks.iter().enumerate() {
             let mut parts: Vec<AttnPart<'_, '_>> = layers
                 .iter_mut()
                 .zip(&inputs)
@@ -341,6 +353,12 @@ impl Model {
                 Mixer::Mla(a) => a.forward_batch(xn, &mut parts),
             };
             x = x + h;
+            if l == last && !all_logits {
+                // Every row's keys and values are in the cache now; past the last attention only
+                // the rows whose logits are wanted matter (llama.cpp's `inp_out_ids`), so the last
+                // feed-forward and the output head run on those alone.
+                x = gather_rows(x, &keep);
+            }
             let xn = rms_norm(x.clone(), &b.ffn_norm, self.cfg.rms_eps);
             let h = match &b.ffn {
                 Ffn::Dense(f) => f.forward(xn),
@@ -351,29 +369,9 @@ impl Model {
         for s in seqs.iter_mut() {
             s.cache.len += s.tokens.len();
         }
-        // The rows whose logits are wanted, gathered so the output head runs once.
-        let mut keep = Vec::new();
-        let mut row = 0;
-        for (_, _, t) in &ropes {
-            if all_logits {
-                keep.push((row, *t));
-            } else {
-                keep.push((row + t - 1, 1));
-            }
-            row += t;
+        if self.blocks.is_empty() && !all_logits {
+            x = gather_rows(x, &keep);
         }
-        let x = if all_logits {
-            x
-        } else if keep.len() == 1 {
-            x.narrow(0, keep[0].0, 1)
-        } else {
-            Tensor::cat(
-                keep.iter()
-                    .map(|&(r, _)| x.clone().narrow(0, r, 1))
-                    .collect(),
-                0,
-            )
-        };
         let logits = self
             .output
             .forward(rms_norm(x, &self.output_norm, self.cfg.rms_eps));
@@ -387,6 +385,23 @@ impl Model {
             row += n;
         }
         Ok(out)
+    }
+}
+
+/// The rows `(first, count)` of `x`, in order, as one tensor (ranges in order and disjoint: when
+/// they cover every row, `x` itself).
+fn gather_rows(x: Tensor<2>, rows: &[(usize, usize)]) -> Tensor<2> {
+    if rows.iter().map(|&(_, n)| n).sum::<usize>() == x.dims()[0] {
+        return x;
+    }
+    match rows {
+        [(r, n)] => x.narrow(0, *r, *n),
+        _ => Tensor::cat(
+            rows.iter()
+                .map(|&(r, n)| x.clone().narrow(0, r, n))
+                .collect(),
+            0,
+        ),
     }
 }
 

@@ -74,3 +74,60 @@ fn models_match_llama_cpp_logits() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// Without `all_logits` the last block's feed-forward and the head run on the last row only
+/// (llama.cpp's `inp_out_ids`): its logits must be those of the last row of a full run, for a
+/// single sequence and for sequences of different lengths batched together.
+#[test]
+fn last_row_logits_match_the_full_run() {
+    use ember_model::SeqInput;
+    let to_vec = |t: burn::tensor::Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+    for (path, stem) in models() {
+        let file = GgufFile::open(&path).unwrap();
+        let model = Model::load(&file, &Device::flex()).unwrap();
+        let n_vocab = model.config().n_vocab;
+        let prompt = |len: u32, mul: u32| -> Vec<u32> {
+            (0..len).map(|i| (i * mul + 5) % n_vocab as u32).collect()
+        };
+        let (a, b) = (prompt(13, 577), prompt(6, 131));
+        let full = |p: &[u32]| {
+            let mut cache = model.new_cache(16);
+            let all = to_vec(model.forward(p, &mut cache, true).unwrap());
+            assert_eq!(all.len(), p.len() * n_vocab, "{stem}");
+            all[(p.len() - 1) * n_vocab..].to_vec()
+        };
+        let (mut ca, mut cb) = (model.new_cache(16), model.new_cache(16));
+        let last = model
+            .forward_batch(
+                &mut [
+                    SeqInput {
+                        tokens: &a,
+                        cache: &mut ca,
+                    },
+                    SeqInput {
+                        tokens: &b,
+                        cache: &mut cb,
+                    },
+                ],
+                false,
+            )
+            .unwrap();
+        assert_eq!(last.len(), 2, "{stem}");
+        let mut single = model.new_cache(16);
+        let alone = to_vec(model.forward(&a, &mut single, false).unwrap());
+        for (got, want) in [
+            (to_vec(last[0].clone()), full(&a)),
+            (to_vec(last[1].clone()), full(&b)),
+            (alone, full(&a)),
+        ] {
+            assert_eq!(got.len(), n_vocab, "{stem}");
+            // Activations are quantized per row, so only the summation order differs.
+            let d = got
+                .iter()
+                .zip(&want)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-3, "{stem}: last-row logits differ by {d}");
+        }
+    }
+}
