@@ -1,8 +1,8 @@
 //! The SIMD kernels against the scalar reference kernels, on random blocks: every SIMD set this CPU
-//! runs ([`Kernels::Avx2`] on x86-64; [`Kernels::Neon`], [`Kernels::NeonDotprod`] and
-//! [`Kernels::NeonI8mm`] on aarch64, as available), row kernels and 2×2 tile kernels (each of a
-//! tile's four results against the scalar dot of its rows). The aarch64 sets must moreover agree with
-//! each other bit for bit, tiles included.
+//! runs ([`Kernels::Avx2`] and [`Kernels::Avx512Vnni`] on x86-64; [`Kernels::Neon`],
+//! [`Kernels::NeonDotprod`] and [`Kernels::NeonI8mm`] on aarch64, as available), row kernels and
+//! 2×2 tile kernels (each of a tile's four results against the scalar dot of its rows). The aarch64
+//! sets must moreover agree with each other bit for bit, tiles included.
 //!
 //! Both compute every block's integer dot exactly; they differ only in the order (and fusion) of the
 //! float operations that scale and sum the blocks. For a sum of `n` float terms `t_j` every such
@@ -39,7 +39,9 @@ const OTHER_TYPES: [GgmlType; 7] = [F32, F16, BF16, Q5_0, Q5_1, Q2_K, Q3_K];
 /// Q4_K_M files keep most matrices whose width is not a multiple of 256 in Q5_0).
 fn has_simd(kernels: Kernels, ty: GgmlType) -> bool {
     kernels != Kernels::Scalar
-        && (SIMD_TYPES.contains(&ty) || (kernels == Kernels::Avx2 && matches!(ty, Q5_0 | Q5_1)))
+        && (SIMD_TYPES.contains(&ty)
+            || (matches!(kernels, Kernels::Avx2 | Kernels::Avx512Vnni)
+                && matches!(ty, Q5_0 | Q5_1)))
 }
 
 /// The SIMD sets this CPU runs (the scalar reference excluded).
@@ -68,7 +70,15 @@ fn simd_sets_match_the_architecture() {
             assert!(sets.contains(&Kernels::NeonDotprod));
         }
     } else if cfg!(target_arch = "x86_64") {
-        assert!(sets.iter().all(|&k| k == Kernels::Avx2), "{sets:?}");
+        assert!(
+            sets.iter()
+                .all(|&k| matches!(k, Kernels::Avx2 | Kernels::Avx512Vnni)),
+            "{sets:?}"
+        );
+        // The VNNI set is the AVX2 set plus VNNI.
+        if sets.contains(&Kernels::Avx512Vnni) {
+            assert!(sets.contains(&Kernels::Avx2), "{sets:?}");
+        }
     } else {
         assert!(sets.is_empty(), "{sets:?}");
     }

@@ -9,7 +9,8 @@
 //! `dot_legacy.rs` and `dot_k.rs` for exactly which, and [`activation`] for which quantizer): the
 //! reference. SIMD kernel sets for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights, chosen at run
 //! time (detected once, never from the compile-time target CPU, so one binary serves a Pi 4 and a
-//! Pi 5): on x86-64, [`Kernels::Avx2`] (AVX2 + FMA + F16C, `x86.rs`); on aarch64 (`aarch64.rs`),
+//! Pi 5): on x86-64, [`Kernels::Avx2`] (AVX2 + FMA + F16C, `x86.rs`) and [`Kernels::Avx512Vnni`]
+//! (the same plus AVX-512 VNNI dot instructions for Q4_K); on aarch64 (`aarch64.rs`),
 //! [`Kernels::Neon`] (baseline NEON, e.g. Cortex-A72), [`Kernels::NeonDotprod`] (`sdot`, e.g.
 //! Cortex-A76, Jetson Orin) and [`Kernels::NeonI8mm`] (`sdot` rows plus `smmla` 2×2 tiles for
 //! matrix-matrix products). [`row_kernel`] hands them out instead of the scalar kernels; they
@@ -386,6 +387,11 @@ pub enum Kernels {
     /// x86-64 AVX2 + FMA + F16C for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights, scalar for the
     /// other types.
     Avx2,
+    /// [`Kernels::Avx2`] with AVX-512 VNNI's 256-bit dot instructions (`vpdpwssd`, needs AVX512-VNNI
+    /// and AVX512-VL: AMD Zen 4 and later, Intel Ice Lake and later) where they save work: the
+    /// Q4_K kernels (Q4_K_M files are mostly Q4_K) sum each group's scaled products in one
+    /// instruction instead of two.
+    Avx512Vnni,
     /// aarch64 baseline NEON (every 64-bit Arm CPU, e.g. the Raspberry Pi 4's Cortex-A72): byte
     /// products widened to i16 and accumulated in i32, for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K
     /// weights, scalar for the other types.
@@ -401,9 +407,10 @@ pub enum Kernels {
 
 impl Kernels {
     /// Every set, each architecture's from slowest to fastest.
-    pub const ALL: [Kernels; 5] = [
+    pub const ALL: [Kernels; 6] = [
         Kernels::Scalar,
         Kernels::Avx2,
+        Kernels::Avx512Vnni,
         Kernels::Neon,
         Kernels::NeonDotprod,
         Kernels::NeonI8mm,
@@ -435,7 +442,7 @@ impl Kernels {
     }
 
     /// The set called `name`, as its variant is spelled, case-insensitive, `-` and `_` ignored:
-    /// `scalar`, `avx2`, `neon`, `neon-dotprod`, `neon-i8mm`.
+    /// `scalar`, `avx2`, `avx512-vnni`, `neon`, `neon-dotprod`, `neon-i8mm`.
     pub fn from_name(name: &str) -> Option<Kernels> {
         let name: String = name
             .trim()
@@ -453,6 +460,8 @@ impl Kernels {
             Kernels::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2 => x86::available(),
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512Vnni => x86::vnni_available(),
             #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
             Kernels::Neon => true,
             #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
@@ -478,10 +487,9 @@ pub fn row_kernel_for(kernels: Kernels, ty: GgmlType) -> Result<(GgmlType, RowKe
     let vdt = vec_dot_type(ty)?;
     match kernels {
         Kernels::Scalar => {}
-        Kernels::Avx2 =>
-        {
+        Kernels::Avx2 | Kernels::Avx512Vnni => {
             #[cfg(target_arch = "x86_64")]
-            if let Some(kernel) = x86::row_kernel(ty) {
+            if let Some(kernel) = x86::row_kernel(ty, kernels == Kernels::Avx512Vnni) {
                 return Ok((vdt, kernel));
             }
         }
@@ -501,9 +509,9 @@ pub fn row_kernel_for(kernels: Kernels, ty: GgmlType) -> Result<(GgmlType, RowKe
 pub fn tile_kernel_for(kernels: Kernels, ty: GgmlType) -> Option<TileKernel> {
     match kernels {
         Kernels::Scalar => None,
-        Kernels::Avx2 => {
+        Kernels::Avx2 | Kernels::Avx512Vnni => {
             #[cfg(target_arch = "x86_64")]
-            return x86::tile_kernel(ty);
+            return x86::tile_kernel(ty, kernels == Kernels::Avx512Vnni);
             #[cfg(not(target_arch = "x86_64"))]
             return {
                 let _ = ty;

@@ -19,13 +19,14 @@ use std::arch::x86_64::{
     _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_mul_ps,
     _mm_set_epi16, _mm_set_epi32, _mm_set1_epi16, _mm_shuffle_ps, _mm_srli_epi16,
     _mm_unpackhi_epi16, _mm_unpacklo_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256,
-    _mm256_blend_ps, _mm256_castps128_ps256, _mm256_castps256_ps128, _mm256_cmpeq_epi8,
-    _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_extractf128_ps,
-    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
-    _mm256_or_si256, _mm256_permutevar8x32_ps, _mm256_set_epi64x, _mm256_set_m128i,
-    _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps,
-    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16,
-    _mm256_srli_epi16, _mm256_sub_epi16,
+    _mm256_blend_ps, _mm256_broadcastsi128_si256, _mm256_castps128_ps256, _mm256_castps256_ps128,
+    _mm256_cmpeq_epi8, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps, _mm256_cvtph_ps,
+    _mm256_dpwssd_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
+    _mm256_permutevar8x32_ps, _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8,
+    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps,
+    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_srli_epi16,
+    _mm256_sub_epi16,
 };
 use std::sync::OnceLock;
 
@@ -46,13 +47,37 @@ pub(super) fn available() -> bool {
     })
 }
 
-/// The AVX2 row kernel for weights of type `ty`, or `None` where there is none (the caller falls
-/// back to scalar) or the CPU lacks the features.
-pub(super) fn row_kernel(ty: GgmlType) -> Option<RowKernel> {
+/// Whether this CPU also runs the VNNI kernels: [`available`] plus AVX-512 VNNI with its 256-bit
+/// (VL) encodings (AMD Zen 4 and later, Intel Ice Lake and later), detected once.
+pub(super) fn vnni_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        available()
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// The row kernel for weights of type `ty`: with `vnni` (and [`vnni_available`]) the VNNI one where
+/// there is one, else the AVX2 one; `None` where there is none (the caller falls back to scalar)
+/// or the CPU lacks the features.
+pub(super) fn row_kernel(ty: GgmlType, vnni: bool) -> Option<RowKernel> {
+    use GgmlType::*;
+    if vnni {
+        if !vnni_available() {
+            return None;
+        }
+        // Each wrapper calls a `#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]`
+        // function, handed out only after `vnni_available()`.
+        match ty {
+            Q4_K => return Some(|w, x| run(w, x, q4_k_vnni)),
+            Q6_K => return Some(|w, x| run(w, x, q6_k_vnni)),
+            _ => {}
+        }
+    }
     if !available() {
         return None;
     }
-    use GgmlType::*;
     // Each wrapper calls a `#[target_feature(enable = "avx2,fma,f16c")]` function; handing them out
     // only after `available()` is what makes those calls sound (see the SAFETY comments below).
     let kernel: RowKernel = match ty {
@@ -72,12 +97,23 @@ pub(super) fn row_kernel(ty: GgmlType) -> Option<RowKernel> {
 /// The AVX2 2×2 tile kernel for weights of type `ty` (see [`super::TileKernel`]), or `None`.
 ///
 /// Each is the row kernel's code run for two activation rows at once: every weight block is loaded
-/// and unpacked once for both (the row kernel is the one-row instance of the same function).
-pub(super) fn tile_kernel(ty: GgmlType) -> Option<super::TileKernel> {
+/// and unpacked once for both (the row kernel is the one-row instance of the same function). `vnni`
+/// as for [`row_kernel`].
+pub(super) fn tile_kernel(ty: GgmlType, vnni: bool) -> Option<super::TileKernel> {
+    use GgmlType::*;
+    if vnni {
+        if !vnni_available() {
+            return None;
+        }
+        match ty {
+            Q4_K => return Some(|w, x| run_tile(w, x, q4_k_vnni_x2)),
+            Q6_K => return Some(|w, x| run_tile(w, x, q6_k_vnni_x2)),
+            _ => {}
+        }
+    }
     if !available() {
         return None;
     }
-    use GgmlType::*;
     let kernel: super::TileKernel = match ty {
         Q4_0 => |w, x| run_tile(w, x, q4_0_x2),
         Q4_1 => |w, x| run_tile(w, x, q4_1_x2),
@@ -102,8 +138,8 @@ fn run_tile<W: Block, A: Block>(
     f: PairKernel<W, A>,
 ) -> [[f32; 2]; 2] {
     let x = x.map(|x| as_blocks::<A>(x).unwrap_or_default());
-    // SAFETY: as in `run`: `f` is one of the `#[target_feature(enable = "avx2,fma,f16c")]` kernels
-    // below, reachable only through `tile_kernel`, which checked `available()`.
+    // SAFETY: as in `run`: `f` is one of the `#[target_feature]` kernels below, reachable only
+    // through `tile_kernel`, which checked `available()` (`vnni_available()` for the VNNI ones).
     w.map(|w| unsafe { f(as_blocks::<W>(w).unwrap_or_default(), x) })
 }
 
@@ -116,9 +152,10 @@ type BlockKernel<W, A> = unsafe fn(&[W], &[A]) -> f32;
 fn run<W: Block, A: Block>(w: &[u8], x: &[u8], f: BlockKernel<W, A>) -> f32 {
     let w = as_blocks::<W>(w).unwrap_or_default();
     let x = as_blocks::<A>(x).unwrap_or_default();
-    // SAFETY: `f` is one of the `#[target_feature(enable = "avx2,fma,f16c")]` kernels below, and this
-    // function is only reachable through the kernels `row_kernel` returns after `available()`
-    // confirmed those features at run time. The kernels themselves read only within `w` and `x`.
+    // SAFETY: `f` is one of the `#[target_feature]` kernels below (AVX2/FMA/F16C, plus AVX512-VNNI
+    // and AVX512-VL for the VNNI ones), and this function is only reachable through the kernels
+    // `row_kernel` returns after `available()` (`vnni_available()`) confirmed those features at run
+    // time. The kernels themselves read only within `w` and `x`.
     unsafe { f(w, x) }
 }
 
@@ -419,40 +456,89 @@ fn scaled_group(q: __m256i, y: &[i8; 32], scale: u8) -> __m256i {
     _mm256_madd_epi16(p, _mm256_set1_epi16(i16::from(scale)))
 }
 
-/// `ggml_vec_dot_q4_K_q8_K`: per block `d * sum_g scale_g * dot_g - dmin * sum_j bsums_j * min_j`,
-/// for `R` activation rows. Each i32 lane gathers 4 values of each of the 8 groups: at most
-/// `32 * 15 * 128 * 63 < 2^24`, so the conversion to f32 is exact, as the scalar kernel's eight
-/// `aux32` lanes are.
+/// `sumi + madd(p, s)`: the i16 pairs of `p` times the i16 scales `s`, summed into the i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_k_n<const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut acc_m = [_mm256_setzero_ps(); R];
-    let low = _mm256_set1_epi8(0x0f);
-    for (n, b) in w.iter().enumerate() {
-        let (scales, mins) = scales_mins_k4(&b.scales);
-        // The 8 groups of 32 weights, unpacked once for every activation row.
-        let mut groups = [_mm256_setzero_si256(); 8];
-        for (j, qs) in b.qs.as_chunks::<32>().0.iter().enumerate().take(4) {
-            let q = load32(qs);
-            groups[2 * j] = _mm256_and_si256(q, low);
-            groups[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-        }
-        let (d, dmin) = f16x2(b.d, b.dmin);
-        for ((acc, acc_m), x) in acc.iter_mut().zip(&mut acc_m).zip(&x) {
-            let Some(a) = x.get(n) else { continue };
-            let mut sumi = _mm256_setzero_si256();
-            for ((g, y), &sc) in groups.iter().zip(a.qs.as_chunks::<32>().0).zip(&scales) {
-                sumi = _mm256_add_epi32(sumi, scaled_group(*g, y, sc));
-            }
-            let dx = a.d();
-            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi), *acc);
-            let summ = min_terms(a, mins);
-            *acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin * dx), _mm256_cvtepi32_ps(summ), *acc_m);
-        }
-    }
-    core::array::from_fn(|r| hsum(acc[r]) - hsum(acc_m[r]))
+fn madd_acc(sumi: __m256i, p: __m256i, s: __m256i) -> __m256i {
+    _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s))
 }
+
+/// [`madd_acc`] in one VNNI instruction (`vpdpwssd`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+fn dpwssd_acc(sumi: __m256i, p: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpwssd_epi32(sumi, p, s)
+}
+
+/// The 8 Q4_K group scales as i16 vectors, scale `g` in every lane of vector `g`: one byte shuffle
+/// each of the scales widened to i16 in both 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_vectors(scales: [u8; 8]) -> [__m256i; 8] {
+    // SAFETY: reads exactly the 8 bytes of `scales`.
+    let sc = _mm_cvtepu8_epi16(unsafe { _mm_loadl_epi64(scales.as_ptr().cast()) });
+    let sc = _mm256_broadcastsi128_si256(sc);
+    core::array::from_fn(|g| {
+        let (lo, hi) = (2 * g as i8, 2 * g as i8 + 1);
+        _mm256_shuffle_epi8(
+            sc,
+            _mm256_set1_epi16(i16::from_le_bytes([lo as u8, hi as u8])),
+        )
+    })
+}
+
+/// `ggml_vec_dot_q4_K_q8_K`: per block `d * sum_g scale_g * dot_g - dmin * sum_j bsums_j * min_j`,
+/// for `R` activation rows, as `$name` with the features `$features`, each group's i16 pair
+/// products scaled and summed into i32 lanes by `$acc` ([`madd_acc`] or [`dpwssd_acc`]). Each i32
+/// lane gathers 4 values of each of the 8 groups: at most `32 * 15 * 128 * 63 < 2^24`, so the
+/// conversion to f32 is exact, as the scalar kernel's eight `aux32` lanes are.
+macro_rules! q4_k_kernel {
+    ($name:ident, $features:literal, $acc:ident) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn $name<const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut acc_m = [_mm256_setzero_ps(); R];
+            let low = _mm256_set1_epi8(0x0f);
+            for (n, b) in w.iter().enumerate() {
+                let (scales, mins) = scales_mins_k4(&b.scales);
+                let sc = scale_vectors(scales);
+                // The 8 groups of 32 weights, unpacked once for every activation row.
+                let mut groups = [_mm256_setzero_si256(); 8];
+                for (j, qs) in b.qs.as_chunks::<32>().0.iter().enumerate().take(4) {
+                    let q = load32(qs);
+                    groups[2 * j] = _mm256_and_si256(q, low);
+                    groups[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                }
+                let (d, dmin) = f16x2(b.d, b.dmin);
+                for ((acc, acc_m), x) in acc.iter_mut().zip(&mut acc_m).zip(&x) {
+                    let Some(a) = x.get(n) else { continue };
+                    // Two chains (even and odd groups): `vpdpwssd` has a latency of several
+                    // cycles, and a single chain of eight would be the critical path at m = 1.
+                    let mut sumi = [_mm256_setzero_si256(); 2];
+                    let ys = a.qs.as_chunks::<32>().0;
+                    for (i, ((g, y), s)) in groups.iter().zip(ys).zip(&sc).enumerate() {
+                        let p = _mm256_maddubs_epi16(*g, load32i(y));
+                        sumi[i & 1] = $acc(sumi[i & 1], p, *s);
+                    }
+                    let sumi = _mm256_add_epi32(sumi[0], sumi[1]);
+                    let dx = a.d();
+                    *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi), *acc);
+                    let summ = min_terms(a, mins);
+                    *acc_m = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dmin * dx),
+                        _mm256_cvtepi32_ps(summ),
+                        *acc_m,
+                    );
+                }
+            }
+            core::array::from_fn(|r| hsum(acc[r]) - hsum(acc_m[r]))
+        }
+    };
+}
+
+q4_k_kernel!(q4_k_n, "avx2,fma,f16c", madd_acc);
+q4_k_kernel!(q4_k_vnni_n, "avx2,fma,f16c,avx512vnni,avx512vl", dpwssd_acc);
 
 /// `ggml_vec_dot_q5_K_q8_K`: as Q4_K with a fifth bit (16) from `qh`: bit `2j` for the low nibbles
 /// of chunk `j`, bit `2j + 1` for its high nibbles. Lanes at most `32 * 31 * 128 * 63 < 2^24`.
@@ -491,82 +577,96 @@ fn q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
 /// `ggml_vec_dot_q6_K_q8_K`: per block `d * sum_g scale_g * sum_{i in g} (q_i - 32) * y_i`, for
 /// `R` activation rows. The 6-bit `q` (0..64) are dotted unsigned and `32 * y` subtracted in i16
 /// (true pair sums within `±2 * 32 * 128`); lanes at most `32 * 32 * 128 * 128 = 2^24`, still
-/// exact in f32.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q6_k_n<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
-    let mut acc = [_mm256_setzero_ps(); R];
-    let low = _mm256_set1_epi8(0x0f);
-    let thirty_two = _mm256_set1_epi8(32);
-    for (n, b) in w.iter().enumerate() {
-        // The 8 chunks of 32 six-bit values (values 0..32, 32..64, 64..96, 96..128 of each half),
-        // unpacked once for every activation row.
-        let mut v = [_mm256_setzero_si256(); 8];
-        let halves =
-            b.ql.as_chunks::<64>()
-                .0
-                .iter()
-                .zip(b.qh.as_chunks::<32>().0);
-        for (half, (ql, qh)) in halves.enumerate().take(2) {
-            let [ql_a, ql_b] = ql.as_chunks::<32>().0 else {
-                continue;
-            };
-            let (ql_a, ql_b) = (load32(ql_a), load32(ql_b));
-            let h = load32(qh);
-            v[4 * half] = _mm256_or_si256(
-                _mm256_and_si256(ql_a, low),
-                _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x03)), 4),
-            );
-            v[4 * half + 1] = _mm256_or_si256(
-                _mm256_and_si256(ql_b, low),
-                _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x0c)), 2),
-            );
-            v[4 * half + 2] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low),
-                _mm256_and_si256(h, _mm256_set1_epi8(0x30)),
-            );
-            v[4 * half + 3] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low),
-                _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0xc0u8 as i8)), 2),
-            );
-        }
-        let d = f16x1(b.d);
-        for (acc, x) in acc.iter_mut().zip(&x) {
-            let Some(a) = x.get(n) else { continue };
-            let mut sumi = _mm256_setzero_si256();
-            for (c, (v, y)) in v.iter().zip(a.qs.as_chunks::<32>().0).enumerate() {
-                let y = load32i(y);
-                let p = _mm256_sub_epi16(
-                    _mm256_maddubs_epi16(*v, y),
-                    _mm256_maddubs_epi16(thirty_two, y),
-                );
-                // Values 0..16 of this chunk take scale 2c, values 16..32 scale 2c + 1.
-                let s = _mm256_set_m128i(
-                    _mm_set1_epi16(i16::from(b.scales[2 * c + 1])),
-                    _mm_set1_epi16(i16::from(b.scales[2 * c])),
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+/// exact in f32. `$name`, `$features` and `$acc` as in the Q4_K kernels.
+macro_rules! q6_k_kernel {
+    ($name:ident, $features:literal, $acc:ident) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn $name<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let low = _mm256_set1_epi8(0x0f);
+            let thirty_two = _mm256_set1_epi8(32);
+            for (n, b) in w.iter().enumerate() {
+                // The 8 chunks of 32 six-bit values (values 0..32, 32..64, 64..96, 96..128 of
+                // each half), unpacked once for every activation row.
+                let mut v = [_mm256_setzero_si256(); 8];
+                let halves =
+                    b.ql.as_chunks::<64>()
+                        .0
+                        .iter()
+                        .zip(b.qh.as_chunks::<32>().0);
+                for (half, (ql, qh)) in halves.enumerate().take(2) {
+                    let [ql_a, ql_b] = ql.as_chunks::<32>().0 else {
+                        continue;
+                    };
+                    let (ql_a, ql_b) = (load32(ql_a), load32(ql_b));
+                    let h = load32(qh);
+                    v[4 * half] = _mm256_or_si256(
+                        _mm256_and_si256(ql_a, low),
+                        _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x03)), 4),
+                    );
+                    v[4 * half + 1] = _mm256_or_si256(
+                        _mm256_and_si256(ql_b, low),
+                        _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x0c)), 2),
+                    );
+                    v[4 * half + 2] = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low),
+                        _mm256_and_si256(h, _mm256_set1_epi8(0x30)),
+                    );
+                    v[4 * half + 3] = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low),
+                        _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0xc0u8 as i8)), 2),
+                    );
+                }
+                let d = f16x1(b.d);
+                for (acc, x) in acc.iter_mut().zip(&x) {
+                    let Some(a) = x.get(n) else { continue };
+                    // Two chains, as in the Q4_K kernels.
+                    let mut sumi = [_mm256_setzero_si256(); 2];
+                    for (c, (v, y)) in v.iter().zip(a.qs.as_chunks::<32>().0).enumerate() {
+                        let y = load32i(y);
+                        let p = _mm256_sub_epi16(
+                            _mm256_maddubs_epi16(*v, y),
+                            _mm256_maddubs_epi16(thirty_two, y),
+                        );
+                        // Values 0..16 of this chunk take scale 2c, values 16..32 scale 2c + 1.
+                        let s = _mm256_set_m128i(
+                            _mm_set1_epi16(i16::from(b.scales[2 * c + 1])),
+                            _mm_set1_epi16(i16::from(b.scales[2 * c])),
+                        );
+                        sumi[c & 1] = $acc(sumi[c & 1], p, s);
+                    }
+                    let sumi = _mm256_add_epi32(sumi[0], sumi[1]);
+                    *acc =
+                        _mm256_fmadd_ps(_mm256_set1_ps(d * a.d()), _mm256_cvtepi32_ps(sumi), *acc);
+                }
             }
-            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d()), _mm256_cvtepi32_ps(sumi), *acc);
+            acc.map(|v| hsum(v))
         }
-    }
-    acc.map(|v| hsum(v))
+    };
 }
+
+q6_k_kernel!(q6_k_n, "avx2,fma,f16c", madd_acc);
+q6_k_kernel!(q6_k_vnni_n, "avx2,fma,f16c,avx512vnni,avx512vl", dpwssd_acc);
 
 /// The row kernels (one activation row) and pair kernels (two) handed out above: instances of the
 /// `_n` functions.
 macro_rules! instances {
-    ($($row:ident, $pair:ident, $n:ident, $w:ty, $a:ty;)*) => {$(
-        #[target_feature(enable = "avx2,fma,f16c")]
+    ($($row:ident, $pair:ident, $n:ident, $w:ty, $a:ty $(, $features:literal)?;)*) => {$(
+        instances!(@one $row, $pair, $n, $w, $a, $($features)? "avx2,fma,f16c");
+    )*};
+    (@one $row:ident, $pair:ident, $n:ident, $w:ty, $a:ty,
+     $features:literal $($default:literal)?) => {
+        #[target_feature(enable = $features)]
         fn $row(w: &[$w], x: &[$a]) -> f32 {
             let [r] = $n::<1>(w, [x]);
             r
         }
-        #[target_feature(enable = "avx2,fma,f16c")]
+        #[target_feature(enable = $features)]
         fn $pair(w: &[$w], x: [&[$a]; 2]) -> [f32; 2] {
             $n::<2>(w, x)
         }
-    )*};
+    };
 }
 
 instances! {
@@ -576,5 +676,7 @@ instances! {
     q5_1, q5_1_x2, q5_1_n, BlockQ5_1, BlockQ8_1;
     q8_0, q8_0_x2, q8_0_n, BlockQ8_0, BlockQ8_0;
     q4_k, q4_k_x2, q4_k_n, BlockQ4K, BlockQ8K;
+    q4_k_vnni, q4_k_vnni_x2, q4_k_vnni_n, BlockQ4K, BlockQ8K, "avx2,fma,f16c,avx512vnni,avx512vl";
     q6_k, q6_k_x2, q6_k_n, BlockQ6K, BlockQ8K;
+    q6_k_vnni, q6_k_vnni_x2, q6_k_vnni_n, BlockQ6K, BlockQ8K, "avx2,fma,f16c,avx512vnni,avx512vl";
 }
