@@ -35,13 +35,14 @@ use GgmlType::*;
 const SIMD_TYPES: [GgmlType; 6] = [Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K];
 const OTHER_TYPES: [GgmlType; 7] = [F32, F16, BF16, Q5_0, Q5_1, Q2_K, Q3_K];
 
-/// Whether `kernels` has its own kernel for `ty`: the SIMD types, plus Q5_0/Q5_1 on AVX2 (Qwen2
-/// Q4_K_M files keep most matrices whose width is not a multiple of 256 in Q5_0).
+/// Whether `kernels` has its own kernel for `ty`: the SIMD types, plus on x86-64 Q5_0/Q5_1 (Qwen2
+/// Q4_K_M files keep most matrices whose width is not a multiple of 256 in Q5_0) and F32 (MoE
+/// routers).
 fn has_simd(kernels: Kernels, ty: GgmlType) -> bool {
     kernels != Kernels::Scalar
         && (SIMD_TYPES.contains(&ty)
             || (matches!(kernels, Kernels::Avx2 | Kernels::Avx512Vnni)
-                && matches!(ty, Q5_0 | Q5_1)))
+                && matches!(ty, Q5_0 | Q5_1 | F32)))
 }
 
 /// The SIMD sets this CPU runs (the scalar reference excluded).

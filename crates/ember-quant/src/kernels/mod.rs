@@ -7,10 +7,11 @@
 //! every output is one `vec_dot` of a weight row with an activation row ([`vec_dot`],
 //! [`matmul_rows`]). The kernels here are plain scalar Rust following ggml's `*_generic` C (see
 //! `dot_legacy.rs` and `dot_k.rs` for exactly which, and [`activation`] for which quantizer): the
-//! reference. SIMD kernel sets for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights, chosen at run
-//! time (detected once, never from the compile-time target CPU, so one binary serves a Pi 4 and a
-//! Pi 5): on x86-64, [`Kernels::Avx2`] (AVX2 + FMA + F16C, `x86.rs`) and [`Kernels::Avx512Vnni`]
-//! (the same plus AVX-512 VNNI dot instructions for Q4_K); on aarch64 (`aarch64.rs`),
+//! reference. SIMD kernel sets for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights (on x86-64 also
+//! Q5_0, Q5_1 and F32), chosen at run time (detected once, never from the compile-time target CPU,
+//! so one binary serves a Pi 4 and a Pi 5): on x86-64, [`Kernels::Avx2`] (AVX2 + FMA + F16C,
+//! `x86.rs`) and [`Kernels::Avx512Vnni`] (the same plus AVX-512 VNNI dot instructions for Q4_K and
+//! Q6_K); on aarch64 (`aarch64.rs`),
 //! [`Kernels::Neon`] (baseline NEON, e.g. Cortex-A72), [`Kernels::NeonDotprod`] (`sdot`, e.g.
 //! Cortex-A76, Jetson Orin) and [`Kernels::NeonI8mm`] (`sdot` rows plus `smmla` 2×2 tiles for
 //! matrix-matrix products). [`row_kernel`] hands them out instead of the scalar kernels; they
@@ -384,8 +385,8 @@ type ActivationKernel = fn(&[f32], &mut [u8]);
 pub enum Kernels {
     /// Plain Rust following ggml's `*_generic` C operation for operation: the reference.
     Scalar,
-    /// x86-64 AVX2 + FMA + F16C for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights, scalar for the
-    /// other types.
+    /// x86-64 AVX2 + FMA + F16C for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and F32
+    /// weights, scalar for the other types.
     Avx2,
     /// [`Kernels::Avx2`] with AVX-512 VNNI's 256-bit dot instructions (`vpdpwssd`, needs AVX512-VNNI
     /// and AVX512-VL: AMD Zen 4 and later, Intel Ice Lake and later) where they save work: the

@@ -21,8 +21,8 @@ use std::arch::x86_64::{
     _mm_unpackhi_epi16, _mm_unpacklo_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256,
     _mm256_blend_ps, _mm256_broadcastsi128_si256, _mm256_castps128_ps256, _mm256_castps256_ps128,
     _mm256_cmpeq_epi8, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps, _mm256_cvtph_ps,
-    _mm256_dpwssd_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
+    _mm256_dpwssd_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
     _mm256_permutevar8x32_ps, _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8,
     _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps,
     _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_srli_epi16,
@@ -81,6 +81,8 @@ pub(super) fn row_kernel(ty: GgmlType, vnni: bool) -> Option<RowKernel> {
     // Each wrapper calls a `#[target_feature(enable = "avx2,fma,f16c")]` function; handing them out
     // only after `available()` is what makes those calls sound (see the SAFETY comments below).
     let kernel: RowKernel = match ty {
+        // SAFETY: as for the others: `dot_f32` needs AVX2/FMA, checked by `available()` above.
+        F32 => |w, x| unsafe { dot_f32(w, x) },
         Q4_0 => |w, x| run(w, x, q4_0),
         Q4_1 => |w, x| run(w, x, q4_1),
         Q5_0 => |w, x| run(w, x, q5_0),
@@ -421,6 +423,35 @@ fn with_min<W, const R: usize>(
         }
     }
     core::array::from_fn(|r| hsum(_mm256_add_ps(acc[r][0], acc[r][1])) + summs[r])
+}
+
+/// F32 weights with F32 activations (MoE routers are stored in F32): four chains of 8-lane FMAs,
+/// as ggml's `ggml_vec_dot_f32`, then the last values one by one. Sums in f32, where the scalar
+/// reference sums the products in f64: results differ in the last bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f32(w: &[u8], x: &[u8]) -> f32 {
+    let n = w.len().min(x.len()) / 4 * 4;
+    let (w, x) = (&w[..n], &x[..n]);
+    let (wc, w_rest) = w.as_chunks::<32>();
+    let (xc, x_rest) = x.as_chunks::<32>();
+    let load = |b: &[u8; 32]| {
+        // SAFETY: reads exactly the 32 bytes (8 f32) of `b`; unaligned load.
+        unsafe { _mm256_loadu_ps(b.as_ptr().cast()) }
+    };
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, (a, b)) in wc.iter().zip(xc).enumerate() {
+        acc[i & 3] = _mm256_fmadd_ps(load(a), load(b), acc[i & 3]);
+    }
+    let mut sum = hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    let (w_rest, _) = w_rest.as_chunks::<4>();
+    let (x_rest, _) = x_rest.as_chunks::<4>();
+    for (a, b) in w_rest.iter().zip(x_rest) {
+        sum += f32::from_le_bytes(*a) * f32::from_le_bytes(*b);
+    }
+    sum
 }
 
 /// `sum_j w_j * y_j` of two signed 32-byte blocks, widened to i16 first (exact for all bytes).
