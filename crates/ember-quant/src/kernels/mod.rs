@@ -10,8 +10,8 @@
 //! reference. SIMD kernel sets for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights (on x86-64 also
 //! Q5_0, Q5_1 and F32), chosen at run time (detected once, never from the compile-time target CPU,
 //! so one binary serves a Pi 4 and a Pi 5): on x86-64, [`Kernels::Avx2`] (AVX2 + FMA + F16C,
-//! `x86.rs`) and [`Kernels::Avx512Vnni`] (the same plus AVX-512 VNNI dot instructions for Q4_K and
-//! Q6_K); on aarch64 (`aarch64.rs`),
+//! `x86.rs`) and [`Kernels::Avx512Vnni`] (the same plus AVX-512 VNNI dot instructions for Q4_K,
+//! Q6_K and Q8_0); on aarch64 (`aarch64.rs`),
 //! [`Kernels::Neon`] (baseline NEON, e.g. Cortex-A72), [`Kernels::NeonDotprod`] (`sdot`, e.g.
 //! Cortex-A76, Jetson Orin) and [`Kernels::NeonI8mm`] (`sdot` rows plus `smmla` 2×2 tiles for
 //! matrix-matrix products). [`row_kernel`] hands them out instead of the scalar kernels; they
@@ -388,10 +388,10 @@ pub enum Kernels {
     /// x86-64 AVX2 + FMA + F16C for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and F32
     /// weights, scalar for the other types.
     Avx2,
-    /// [`Kernels::Avx2`] with AVX-512 VNNI's 256-bit dot instructions (`vpdpwssd`, needs AVX512-VNNI
-    /// and AVX512-VL: AMD Zen 4 and later, Intel Ice Lake and later) where they save work: the
-    /// Q4_K kernels (Q4_K_M files are mostly Q4_K) sum each group's scaled products in one
-    /// instruction instead of two.
+    /// [`Kernels::Avx2`] with AVX-512 VNNI's 256-bit dot instructions (needs AVX512-VNNI and
+    /// AVX512-VL: AMD Zen 4 and later, Intel Ice Lake and later) where they save work: the Q4_K and
+    /// Q6_K kernels sum each group's scaled products in one `vpdpwssd` instead of two instructions,
+    /// the Q8_0 kernel dots bytes with `vpdpbusd` instead of widening them to i16.
     Avx512Vnni,
     /// aarch64 baseline NEON (every 64-bit Arm CPU, e.g. the Raspberry Pi 4's Cortex-A72): byte
     /// products widened to i16 and accumulated in i32, for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K

@@ -21,12 +21,12 @@ use std::arch::x86_64::{
     _mm_unpackhi_epi16, _mm_unpacklo_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256,
     _mm256_blend_ps, _mm256_broadcastsi128_si256, _mm256_castps128_ps256, _mm256_castps256_ps128,
     _mm256_cmpeq_epi8, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps, _mm256_cvtph_ps,
-    _mm256_dpwssd_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
-    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
-    _mm256_permutevar8x32_ps, _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8,
-    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_srli_epi16,
-    _mm256_sub_epi16,
+    _mm256_dpbusd_epi32, _mm256_dpwssd_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
+    _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
+    _mm256_or_si256, _mm256_permutevar8x32_ps, _mm256_set_epi64x, _mm256_set_m128i,
+    _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16,
+    _mm256_slli_epi32, _mm256_srli_epi16, _mm256_sub_epi16, _mm256_sub_epi32, _mm256_xor_si256,
 };
 use std::sync::OnceLock;
 
@@ -72,6 +72,7 @@ pub(super) fn row_kernel(ty: GgmlType, vnni: bool) -> Option<RowKernel> {
         match ty {
             Q4_K => return Some(|w, x| run(w, x, q4_k_vnni)),
             Q6_K => return Some(|w, x| run(w, x, q6_k_vnni)),
+            Q8_0 => return Some(|w, x| run(w, x, q8_0_vnni)),
             _ => {}
         }
     }
@@ -110,6 +111,7 @@ pub(super) fn tile_kernel(ty: GgmlType, vnni: bool) -> Option<super::TileKernel>
         match ty {
             Q4_K => return Some(|w, x| run_tile(w, x, q4_k_vnni_x2)),
             Q6_K => return Some(|w, x| run_tile(w, x, q6_k_vnni_x2)),
+            Q8_0 => return Some(|w, x| run_tile(w, x, q8_0_vnni_x2)),
             _ => {}
         }
     }
@@ -322,6 +324,28 @@ fn q8_0_n<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
         |b, a| (b.d, a.d),
         |b| &b.qs,
         |q, a| dot_i8_i8(q, &a.qs),
+    )
+}
+
+/// [`q8_0_n`] with VNNI: `vpdpbusd` multiplies unsigned by signed bytes, so each weight block is
+/// offset once to `w + 128` (a sign-bit flip) and `128 * sum(y)` (one more `vpdpbusd`, by ones)
+/// taken off again: lanes within `4 * 255 * 128`, every sum exact.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+fn q8_0_vnni_n<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
+    let zero = _mm256_setzero_si256();
+    let ones = _mm256_set1_epi8(1);
+    scaled_blocks(
+        w,
+        x,
+        |b, a| (b.d, a.d),
+        |b| _mm256_xor_si256(load32i(&b.qs), _mm256_set1_epi8(i8::MIN)),
+        |wu, a| {
+            let y = load32i(&a.qs);
+            let p = _mm256_dpbusd_epi32(zero, wu, y);
+            let s = _mm256_dpbusd_epi32(zero, ones, y);
+            _mm256_sub_epi32(p, _mm256_slli_epi32(s, 7))
+        },
     )
 }
 
@@ -710,4 +734,5 @@ instances! {
     q4_k_vnni, q4_k_vnni_x2, q4_k_vnni_n, BlockQ4K, BlockQ8K, "avx2,fma,f16c,avx512vnni,avx512vl";
     q6_k, q6_k_x2, q6_k_n, BlockQ6K, BlockQ8K;
     q6_k_vnni, q6_k_vnni_x2, q6_k_vnni_n, BlockQ6K, BlockQ8K, "avx2,fma,f16c,avx512vnni,avx512vl";
+    q8_0_vnni, q8_0_vnni_x2, q8_0_vnni_n, BlockQ8_0, BlockQ8_0, "avx2,fma,f16c,avx512vnni,avx512vl";
 }
