@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use burn::tensor::Device;
-use common::{data, ids, models};
+use common::{data, ids, last_logits_batched, models};
 use ember_gguf::GgufFile;
 use ember_model::Model;
 use serde_json::Value;
@@ -80,7 +80,6 @@ fn models_match_llama_cpp_logits() {
 /// single sequence and for sequences of different lengths batched together.
 #[test]
 fn last_row_logits_match_the_full_run() {
-    use ember_model::SeqInput;
     let to_vec = |t: burn::tensor::Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
     for (path, stem) in models() {
         let file = GgufFile::open(&path).unwrap();
@@ -96,30 +95,10 @@ fn last_row_logits_match_the_full_run() {
             assert_eq!(all.len(), p.len() * n_vocab, "{stem}");
             all[(p.len() - 1) * n_vocab..].to_vec()
         };
-        let (mut ca, mut cb) = (model.new_cache(16), model.new_cache(16));
-        let last = model
-            .forward_batch(
-                &mut [
-                    SeqInput {
-                        tokens: &a,
-                        cache: &mut ca,
-                    },
-                    SeqInput {
-                        tokens: &b,
-                        cache: &mut cb,
-                    },
-                ],
-                false,
-            )
-            .unwrap();
-        assert_eq!(last.len(), 2, "{stem}");
+        let [last_a, last_b] = last_logits_batched(&model, &a, &b, 16);
         let mut single = model.new_cache(16);
         let alone = to_vec(model.forward(&a, &mut single, false).unwrap());
-        for (got, want) in [
-            (to_vec(last[0].clone()), full(&a)),
-            (to_vec(last[1].clone()), full(&b)),
-            (alone, full(&a)),
-        ] {
+        for (got, want) in [(last_a, full(&a)), (last_b, full(&b)), (alone, full(&a))] {
             assert_eq!(got.len(), n_vocab, "{stem}");
             // Activations are quantized per row, so only the summation order differs.
             let d = got

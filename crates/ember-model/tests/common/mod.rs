@@ -47,3 +47,35 @@ pub fn models() -> Vec<(String, String)> {
     }
     out
 }
+
+/// The last-row logits of `a` and of `b`, run as one batch, each sequence on a fresh cache of
+/// `n_ctx` positions.
+pub fn last_logits_batched(
+    m: &ember_model::Model,
+    a: &[u32],
+    b: &[u32],
+    n_ctx: usize,
+) -> [Vec<f32>; 2] {
+    use ember_model::SeqInput;
+    let (mut ca, mut cb) = (m.new_cache(n_ctx), m.new_cache(n_ctx));
+    let out = m
+        .forward_batch(
+            &mut [
+                SeqInput {
+                    tokens: a,
+                    cache: &mut ca,
+                },
+                SeqInput {
+                    tokens: b,
+                    cache: &mut cb,
+                },
+            ],
+            false,
+        )
+        .unwrap();
+    let out: Vec<Vec<f32>> = out
+        .into_iter()
+        .map(|t| t.into_data().try_to_vec::<f32>().unwrap())
+        .collect();
+    out.try_into().expect("one result per sequence")
+}
