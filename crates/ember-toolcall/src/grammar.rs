@@ -83,6 +83,26 @@ impl GrammarOptions {
         }
     }
 
+    /// Options for a request, from the template and the prompt rendered with it: the reasoning
+    /// block is [`Think::Open`] when the prompt ends inside `<think>` (R1, V3.1 and Qwen 3 with
+    /// thinking on), [`Think::Optional`] when the template knows `<think>` but the prompt neither
+    /// opened nor closed it (Qwen 3 style, the model decides), else [`Think::None`].
+    pub fn for_prompt(template_source: &str, rendered_prompt: &str) -> Self {
+        let think = if crate::prompt_opens_think(rendered_prompt) {
+            Think::Open
+        } else if template_source.contains("<think>")
+            && !rendered_prompt.trim_end().ends_with("</think>")
+        {
+            Think::Optional
+        } else {
+            Think::None
+        };
+        GrammarOptions {
+            special_tokens: Vec::new(),
+            think,
+        }
+    }
+
     fn is_special(&self, s: &str) -> bool {
         self.special_tokens.iter().any(|t| t == s)
             && s.starts_with('<')
@@ -384,5 +404,17 @@ mod tests {
         assert!(o.is_special("<|python_tag|>"));
         assert!(!o.is_special("<a b>"));
         assert!(!o.is_special("<tool_call>"));
+    }
+
+    #[test]
+    fn thinking_from_the_prompt() {
+        let t = |src: &str, prompt: &str| GrammarOptions::for_prompt(src, prompt).think;
+        assert_eq!(t("<think>", "<｜Assistant｜><think>\n"), Think::Open);
+        assert_eq!(t("<think>", "<｜Assistant｜><think></think>"), Think::None);
+        assert_eq!(
+            t("{{ '<think>' }}", "<|im_start|>assistant\n"),
+            Think::Optional
+        );
+        assert_eq!(t("chatml", "<|im_start|>assistant\n"), Think::None);
     }
 }

@@ -331,6 +331,9 @@ impl ObjWalk {
                     Some(_) => return Step::Bad("expected a key in a JSON object".into()),
                 },
                 WalkSt::Key(dec, key) => match dec.step(buf, key) {
+                    Step::Ready(_) if key.len() > MAX_KEY_LEN => {
+                        return Step::Bad("JSON object key too long".into());
+                    }
                     Step::Ready(end) => {
                         self.pos = end;
                         self.st = WalkSt::Colon(std::mem::take(key));

@@ -125,6 +125,9 @@ impl CallObj {
                     Step::Bad(e) => return Step::Bad(e),
                 },
                 Cur::Name(dec, s) => match dec.step(buf, s) {
+                    Step::Ready(_) if s.len() > crate::tools::MAX_NAME_LEN => {
+                        return Step::Bad("the tool name is too long".into());
+                    }
                     Step::Ready(end) => {
                         if !valid_tool_name(s) {
                             return Step::Bad(format!("{s:?} is not a valid tool name"));

@@ -95,6 +95,7 @@ impl DeepSeek {
             match &mut self.st {
                 Ds::Block(from) => {
                     let p = skip_ws(buf, *from);
+                    *from = p;
                     if p == buf.len() {
                         return BlockStep::More;
                     }
@@ -221,6 +222,7 @@ impl DeepSeek {
                 }
                 Ds::After(from, fenced) => {
                     let p = skip_ws(buf, *from);
+                    *from = p;
                     if p == buf.len() {
                         return BlockStep::More;
                     }
@@ -245,6 +247,7 @@ impl DeepSeek {
                 }
                 Ds::Tail(from) => {
                     let p = skip_ws(buf, *from);
+                    *from = p;
                     if p == buf.len() {
                         return BlockStep::More;
                     }

@@ -134,6 +134,7 @@ impl Generic {
                         continue;
                     }
                     let p = skip_ws(buf, *pos);
+                    *pos = p;
                     match (b.get(p), *want_obj) {
                         (None, _) => return BlockStep::More,
                         (Some(b'{'), true) => *obj = Some(CallObj::new(p)),
@@ -158,6 +159,7 @@ impl Generic {
                 },
                 G::Tail(from) => {
                     let p = skip_ws(buf, *from);
+                    *from = p;
                     if p == buf.len() {
                         return BlockStep::More;
                     }

@@ -48,8 +48,15 @@ impl Hermes {
             match self {
                 Hermes::Tag(end) => {
                     let p = skip_ws(buf, *end);
+                    // The gap is judged on its own, never on where the buffer happens to end.
                     match buf.as_bytes().get(p) {
-                        None if p - *end <= MAX_GAP => return BlockStep::More,
+                        _ if p - *end > MAX_GAP => {
+                            return BlockStep::Revert {
+                                resume: *end,
+                                plain: false,
+                            };
+                        }
+                        None => return BlockStep::More,
                         Some(b'{') => *self = Hermes::Obj(CallObj::new(p)),
                         _ => {
                             return BlockStep::Revert {
@@ -65,11 +72,13 @@ impl Hermes {
                     Step::Bad(e) => return BlockStep::Bad(e),
                 },
                 Hermes::Close(end, close) => {
-                    let (end, close) = (*end, *close);
-                    let p = skip_ws(buf, end);
+                    let p = skip_ws(buf, *end);
                     if p == buf.len() {
+                        // Blanks are dropped whatever follows: no need to look at them again.
+                        *end = p;
                         return BlockStep::More;
                     }
+                    let close = *close;
                     match match_lit(buf, p, close) {
                         Lit::Partial => return BlockStep::More,
                         // Blanks after the tag are dropped too, once something else follows.
@@ -98,7 +107,8 @@ impl Hermes {
                         Some(b'>') if valid_tool_name(&rest[..name_len]) => {
                             let p = skip_ws(buf, after + 1);
                             match buf.as_bytes().get(p) {
-                                None if p - after <= MAX_GAP => return BlockStep::More,
+                                _ if p - after > MAX_GAP => return revert,
+                                None => return BlockStep::More,
                                 Some(b'{') => {
                                     out.start_call(rest[..name_len].to_owned());
                                     *self = Hermes::FuncArgs(ValueScan::new(p));

@@ -511,3 +511,5 @@ fn held_back(text: &str, openers: &[&str]) -> usize {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stream;

@@ -1,15 +1,15 @@
 //! Parser tests: the cases of llama.cpp's tests/test-chat.cpp for each family (content around
 //! calls, several calls, blank variants, key aliases, python_tag, R1/V3.1 forms, malformed and
 //! truncated calls), each checked whole, one character at a time and in random splits, with the
-//! streamed events checked against the final message.
+//! streamed events checked against the final message. Streaming behaviour: `tests_stream.rs`.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
 
 use super::*;
-use crate::{ReasoningSplitter, parse_tools};
+use crate::parse_tools;
 
-fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     parse_tools(&json!([
         {"type": "function", "function": {"name": "special_function", "parameters": {
             "type": "object", "properties": {"arg1": {"type": "integer"}}, "required": ["arg1"]}}},
@@ -25,14 +25,14 @@ fn tools() -> Vec<Tool> {
     .unwrap()
 }
 
-const HERMES: Family = Family::Hermes;
-const LLAMA: Family = Family::Llama3 { python_tag: true };
-const R1: Family = Family::DeepSeekR1;
-const V3: Family = Family::DeepSeekV3;
-const GENERIC: Family = Family::Generic;
+pub(super) const HERMES: Family = Family::Hermes;
+pub(super) const LLAMA: Family = Family::Llama3 { python_tag: true };
+pub(super) const R1: Family = Family::DeepSeekR1;
+pub(super) const V3: Family = Family::DeepSeekV3;
+pub(super) const GENERIC: Family = Family::Generic;
 
 /// A small deterministic generator for split points.
-fn lcg(seed: &mut u64) -> u64 {
+pub(super) fn lcg(seed: &mut u64) -> u64 {
     *seed = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -40,7 +40,7 @@ fn lcg(seed: &mut u64) -> u64 {
 }
 
 /// Splits `text` at char boundaries: all at once, per char, and in random pieces.
-pub(crate) fn splits(text: &str) -> Vec<Vec<String>> {
+pub(super) fn splits(text: &str) -> Vec<Vec<String>> {
     let mut out = vec![
         vec![text.to_owned()],
         text.chars().map(String::from).collect(),
@@ -64,7 +64,7 @@ pub(crate) fn splits(text: &str) -> Vec<Vec<String>> {
 }
 
 /// Streams `pieces`, checks the events against the result, returns the result without ids.
-fn stream(
+pub(super) fn stream(
     family: &Family,
     choice: &ToolChoice,
     pieces: &[String],
@@ -119,7 +119,7 @@ fn stream(
 }
 
 /// Parses `text` whole and in many splits; all must agree; returns the common result.
-fn parse_all(
+pub(super) fn parse_all(
     family: &Family,
     choice: &ToolChoice,
     text: &str,
@@ -468,31 +468,6 @@ fn deepseek() {
 }
 
 #[test]
-fn deepseek_after_reasoning_split() {
-    // R1's prompt opens <think>: the splitter takes the reasoning, the parser the rest.
-    let text = "I need the time.\n</think>\n\n<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```json\n{\"city\": \"Tokyo\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
-    for pieces in splits(text) {
-        let mut s = ReasoningSplitter::new(true);
-        let tools = tools();
-        let mut p = StreamParser::new(&R1, &tools, &ToolChoice::Auto);
-        let mut reasoning = String::new();
-        for piece in &pieces {
-            let o = s.push(piece);
-            reasoning += &o.reasoning;
-            p.push(&o.content);
-        }
-        let o = s.finish();
-        reasoning += &o.reasoning;
-        p.push(&o.content);
-        let parsed = p.finish().unwrap();
-        assert_eq!(reasoning, "I need the time.");
-        assert_eq!(parsed.content, "");
-        assert_eq!(parsed.calls.len(), 1);
-        assert_eq!(parsed.calls[0].arguments, json!({"city": "Tokyo"}));
-    }
-}
-
-#[test]
 fn generic() {
     let f = &GENERIC;
     let a1 = json!({"arg1": 1});
@@ -547,67 +522,4 @@ fn generic() {
         "{\"tool_call\": {\"name\": \"special_function\", \"arguments\": 3}}",
     );
     malformed(f, "{\"tool_call\": [1]}");
-}
-
-#[test]
-fn no_tools_or_choice_none_is_all_content() {
-    let text =
-        "<tool_call>{\"name\": \"special_function\", \"arguments\": {\"arg1\": 1}}</tool_call>";
-    assert_eq!(
-        parse_all(&HERMES, &ToolChoice::None, text).unwrap(),
-        (text.to_owned(), vec![])
-    );
-    let mut p = StreamParser::new(&HERMES, &[], &ToolChoice::Auto);
-    assert_eq!(p.push(text), vec![Event::Content(text.into())]);
-    assert_eq!(p.finish().unwrap().content, text);
-}
-
-#[test]
-fn partial_openers_are_held_back() {
-    let tools = tools();
-    let mut p = StreamParser::new(&HERMES, &tools, &ToolChoice::Auto);
-    assert_eq!(p.push("Hello <tool"), vec![Event::Content("Hello ".into())]);
-    assert_eq!(p.push("_call>\n"), vec![]);
-    assert_eq!(p.push("{\"name\": \"get_"), vec![]);
-    let ev = p.push("time\", \"arguments\": {\"ci");
-    assert!(
-        matches!(&ev[..], [Event::CallStart { index: 0, name, .. }, Event::CallArgs { index: 0, fragment }]
-        if name == "get_time" && fragment == "{\"ci"),
-        "{ev:?}"
-    );
-    let ev = p.push("ty\": \"Oslo\"}}\n</tool_call>");
-    assert_eq!(
-        ev,
-        vec![Event::CallArgs {
-            index: 0,
-            fragment: "ty\": \"Oslo\"}".into()
-        }]
-    );
-    let parsed = p.finish().unwrap();
-    assert_eq!(parsed.calls[0].arguments, json!({"city": "Oslo"}));
-    assert!(parsed.tail.is_empty());
-
-    // What the end releases comes back in `tail` (or from `end`).
-    let mut p = StreamParser::new(&HERMES, &tools, &ToolChoice::Auto);
-    assert_eq!(p.push("x <tool_c"), vec![Event::Content("x ".into())]);
-    assert_eq!(p.end(), vec![Event::Content("<tool_c".into())]);
-    assert!(p.push("ignored").is_empty());
-    let parsed = p.finish().unwrap();
-    assert_eq!(parsed.content, "x <tool_c");
-    assert!(parsed.tail.is_empty());
-}
-
-#[test]
-fn whole_output_helper() {
-    let tools = tools();
-    let p = parse(
-        &HERMES,
-        &tools,
-        &ToolChoice::Required,
-        "<tool_call>{\"name\": \"get_time\", \"arguments\": {}}</tool_call>",
-    )
-    .unwrap();
-    assert_eq!(p.calls.len(), 1);
-    assert!(p.calls[0].id.starts_with("call_"));
-    assert!(p.tail.is_empty());
 }
