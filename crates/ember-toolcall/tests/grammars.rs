@@ -411,6 +411,27 @@ fn special_markup_and_optional_thinking() {
             &[&format!("{pre}Just text.")],
         );
     }
+    // DeepSeek markup as control tokens.
+    let ds = [
+        "<｜tool▁calls▁begin｜>",
+        "<｜tool▁calls▁end｜>",
+        "<｜tool▁call▁begin｜>",
+        "<｜tool▁call▁end｜>",
+        "<｜tool▁sep｜>",
+    ];
+    let o = GrammarOptions {
+        special_tokens: ds.iter().map(|s| s.to_string()).collect(),
+        think: Think::None,
+    };
+    let v3 = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Oslo\"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+    check(
+        Family::DeepSeekV3,
+        ToolChoice::Auto,
+        &o,
+        &Vocab::new(&ds),
+        &[v3, &format!("Checking. {v3}"), "Sunny."],
+        &["<｜tool▁calls▁begin｜>Sunny."],
+    );
     // Optional thinking may also be skipped.
     let o = GrammarOptions {
         think: Think::Optional,
