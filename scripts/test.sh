@@ -5,6 +5,8 @@
 # suite is built once with the GPU backend (`wgpu` feature) compiled in: the CPU tests run as
 # always (the backend is chosen at run time) and the GPU tests run too. One feature set means one
 # build of the Burn stack instead of two. EMBER_TEST_WGPU=0 builds without it, =1 requires it.
+# The tiny models of ../shared/models (beside the checkout, or EMBER_SHARED_DIR) are tested too when
+# present; the suite is green without them, as on a user's fresh clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EMBER_SMOLLM2="$(python3 scripts/fetch_model.py)"
@@ -32,4 +34,5 @@ fi
 profile=debug
 for a in "$@"; do [[ "$a" == --release ]] && profile=release; done
 export EMBERD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/$profile/emberd"
-cargo test --workspace --locked "${features[@]}" "$@"
+# --no-fail-fast: one red test binary must not hide the verdict of the others.
+cargo test --workspace --locked --no-fail-fast "${features[@]}" "$@"

@@ -21,11 +21,16 @@ fn read_jsonl(p: &Path) -> Vec<Value> {
 
 /// Every model file to check `info` on, with its reference dir: the tiny models copied into
 /// tests/data, every tiny model in ../shared/models when that folder is beside the checkout (as in
-/// CI), and the SmolLM2 file when fetched.
+/// CI; `EMBER_SHARED_DIR` names another), and the SmolLM2 file when fetched.
 fn models() -> Vec<(PathBuf, PathBuf)> {
     let refs = data_dir().join("reference");
     let mut out = Vec::new();
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models");
+    let shared = std::env::var_os("EMBER_SHARED_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+            PathBuf::from,
+        )
+        .join("models");
     for dir in [data_dir().join("models"), shared] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;

@@ -16,17 +16,24 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// The folder of the project's shared reference data: `EMBER_SHARED_DIR`, else `../shared` beside
+/// the checkout (as in CI). A user's clone has none; `EMBER_SHARED_DIR=/nonexistent` runs the suite
+/// as such a clone does.
+pub fn shared_dir() -> std::path::PathBuf {
+    std::env::var_os("EMBER_SHARED_DIR").map_or_else(
+        || format!("{}/../../../shared", env!("CARGO_MANIFEST_DIR")).into(),
+        Into::into,
+    )
+}
+
 /// (path, reference stem) of every model with reference data: the repository's copies, then those
-/// in `../shared/models` beside the checkout unless `EMBER_TEST_SHARED_MODELS=0` (emulated runs,
-/// where each model costs a minute).
+/// in [`shared_dir`]`/models` unless `EMBER_TEST_SHARED_MODELS=0` (emulated runs, where each model
+/// costs a minute).
 pub fn models() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut dirs = vec![data("models")];
     if std::env::var("EMBER_TEST_SHARED_MODELS").as_deref() != Ok("0") {
-        dirs.push(format!(
-            "{}/../../../shared/models",
-            env!("CARGO_MANIFEST_DIR")
-        ));
+        dirs.push(shared_dir().join("models").to_string_lossy().into_owned());
     }
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
