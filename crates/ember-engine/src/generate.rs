@@ -3,6 +3,7 @@
 //! stopping at an end-of-generation token, a stop string or the token limit. As llama.cpp's
 //! `tools/main` loop and llama-server's `process_token`.
 
+use crate::constraint::{ActiveConstraint, Constraint, ConstraintError};
 use crate::sampler::{Sampler, SamplerError, SamplingParams};
 use crate::stop::StopMatcher;
 use ember_model::{KvCache, Model, ModelError};
@@ -31,6 +32,8 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// How many of the largest logits to report per generated token (0: none).
     pub logits_top: usize,
+    /// A compiled grammar the output must follow (constrained decoding), if any.
+    pub constraint: Option<Constraint>,
 }
 
 /// One generated token, as streamed.
@@ -83,6 +86,8 @@ pub enum GenerateError {
     Tokenizer(#[from] TokenizerError),
     #[error("reading logits: {0}")]
     Logits(String),
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
 }
 
 pub(crate) fn logits_vec(t: burn::tensor::Tensor<2>) -> Result<Vec<f32>, GenerateError> {
@@ -128,6 +133,10 @@ pub struct Decoder<'t> {
     t0: Instant,
     t_decode: Option<Instant>,
     finish: Option<FinishReason>,
+    /// The grammar state, for a constrained request.
+    constraint: Option<ActiveConstraint>,
+    /// The masked copy of a row of logits (constrained requests only).
+    masked: Vec<f32>,
 }
 
 impl<'t> Decoder<'t> {
@@ -161,6 +170,8 @@ impl<'t> Decoder<'t> {
             } else {
                 None
             },
+            constraint: params.constraint.as_ref().map(Constraint::start),
+            masked: Vec::new(),
         })
     }
 
@@ -183,8 +194,20 @@ impl<'t> Decoder<'t> {
             return Ok(None);
         }
         let top = top_logits(logits, self.logits_top);
-        let id = self.sampler.sample(logits)?;
+        let id = match &mut self.constraint {
+            Some(c) if c.is_constraining() => {
+                self.masked.clear();
+                self.masked.extend_from_slice(logits);
+                c.apply(&mut self.masked)?;
+                self.sampler.sample(&self.masked)?
+            }
+            _ => self.sampler.sample(logits)?,
+        };
         self.sampler.accept(id);
+        if let Some(c) = &mut self.constraint {
+            let piece = self.tok.token_to_piece(id, true).unwrap_or_default();
+            c.accept(id, &piece)?;
+        }
         if self.tokens.is_empty() {
             self.timings.ttft_ms = self.t0.elapsed().as_secs_f64() * 1e3;
         }
@@ -205,7 +228,13 @@ impl<'t> Decoder<'t> {
             delta: out.text,
             top,
         };
-        if out.stop.is_some() {
+        // A stop string, or a grammar that is complete and allows nothing more, ends it here.
+        if out.stop.is_some()
+            || self
+                .constraint
+                .as_ref()
+                .is_some_and(ActiveConstraint::is_done)
+        {
             let _ = on_token(&event);
             self.finish = Some(FinishReason::Stop);
             return Ok(None);

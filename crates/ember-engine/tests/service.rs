@@ -60,6 +60,7 @@ fn greedy(max_tokens: usize) -> GenerateParams {
         },
         stop: Vec::new(),
         logits_top: 0,
+        constraint: None,
     }
 }
 

@@ -22,16 +22,16 @@
 //!
 //! Markup is written as quoted text unless [`GrammarOptions::special_tokens`] lists it, in which
 //! case it is written as a special-token reference (`<|python_tag|>`), which llguidance resolves
-//! against the tokenizer (and refuses to compile if the tokenizer lacks it). JSON whitespace is
-//! bounded (at most [`MAX_BLANK`] characters between two JSON tokens, and between markup pieces).
+//! against the tokenizer (and refuses to compile if the tokenizer lacks it). JSON is written in
+//! one fixed layout (no free whitespace); between markup pieces at most [`MAX_BLANK`] blanks.
 
 use serde_json::{Map, Value, json};
 
 use crate::parse::{deepseek_markers as ds, hermes_markers as hm, llama3_markers as lm};
 use crate::{Family, Tool, ToolChoice};
 
-/// Longest run of whitespace the grammars allow between two tokens of a call.
-pub const MAX_BLANK: usize = 16;
+/// Longest run of whitespace the grammars allow between two pieces of call markup.
+pub const MAX_BLANK: usize = 4;
 /// Most calls one required/auto grammar allows in a row.
 pub const MAX_CALLS: usize = 16;
 
@@ -226,8 +226,10 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
-/// A tool's `parameters` as an embedded `%json` schema, with bounded whitespace and lenient
-/// handling of keywords llguidance does not implement (so any client schema compiles).
+/// A tool's `parameters` as an embedded `%json` schema, with lenient handling of keywords
+/// llguidance does not implement (so any client schema compiles). The JSON is written in one fixed
+/// layout, `{"k": v, "k2": [1, 2]}` (the separators models are trained on, OpenAI's strict form):
+/// no free whitespace, so a small or random model cannot spend its tokens on blanks.
 pub(crate) fn json_schema(schema: &Value) -> String {
     let mut s = match schema {
         Value::Object(m) => m.clone(),
@@ -236,7 +238,7 @@ pub(crate) fn json_schema(schema: &Value) -> String {
     };
     s.insert(
         "x-guidance".into(),
-        json!({"whitespace_pattern": format!("[\\x20\\x0A\\x0D\\x09]{{1,{MAX_BLANK}}}"), "lenient": true}),
+        json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": ", "lenient": true}),
     );
     format!("%json {}", Value::Object(s))
 }

@@ -127,7 +127,8 @@ pub fn response_format_grammar_with(
     let mut l = Lark::new(opts);
     let think = l.think_prefix();
     l.rule(format!("answer: {}", json_schema(&schema)));
-    l.rule(format!("start: {think}BLANK? answer BLANK?"));
+    // Nothing around the value: the answer ends where the JSON does (a babbling model cannot pad).
+    l.rule(format!("start: {think}answer"));
     Ok(Some(Grammar {
         lark: l.finish(),
         triggers: Vec::new(),

@@ -5,8 +5,11 @@ use crate::backend::{self, Backend};
 use crate::model;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use ember_engine::constraint::{Constraint, ConstraintFactory, GrammarSpec};
 use ember_engine::generate::{GenerateParams, generate};
 use ember_engine::sampler::SamplingParams;
+use ember_tokenizer::Tokenizer;
+use ember_toolcall::{ResponseFormat, response_format_grammar};
 use serde_json::json;
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -76,6 +79,42 @@ pub struct RunArgs {
     /// With --json: report the K largest logits of every generated step (`"top"`).
     #[arg(long, default_value_t = 0)]
     logits_top: usize,
+    /// Constrain the output to JSON valid against this JSON schema file (constrained decoding).
+    #[arg(long, conflicts_with = "grammar")]
+    json_schema: Option<PathBuf>,
+    /// Constrain the output to this grammar file (llguidance's Lark dialect; `%json {...}` embeds a
+    /// schema, `/regex/` a regular expression).
+    #[arg(long)]
+    grammar: Option<PathBuf>,
+}
+
+/// The grammar `--json-schema` / `--grammar` ask for, compiled for this model's vocabulary.
+fn constraint(args: &RunArgs, tok: &Tokenizer, n_vocab: usize) -> Result<Option<Constraint>> {
+    let read = |f: &PathBuf| {
+        std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))
+    };
+    let spec = if let Some(f) = &args.json_schema {
+        let schema: serde_json::Value = serde_json::from_str(&read(f)?)
+            .with_context(|| format!("{} is not JSON", f.display()))?;
+        let format = ResponseFormat::from_json_schema(Some(&schema))?;
+        let Some(g) = response_format_grammar(&format)? else {
+            return Ok(None);
+        };
+        GrammarSpec {
+            lark: g.lark,
+            triggers: g.triggers,
+            triggers_at_start: g.triggers_at_start,
+        }
+    } else if let Some(f) = &args.grammar {
+        GrammarSpec {
+            lark: read(f)?,
+            ..GrammarSpec::default()
+        }
+    } else {
+        return Ok(None);
+    };
+    let factory = ConstraintFactory::new(tok, n_vocab)?;
+    Ok(Some(factory.compile(&spec)?))
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -146,6 +185,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         sampling,
         stop: args.stop.clone(),
         logits_top: if args.json { args.logits_top } else { 0 },
+        constraint: constraint(args, &tok, m.config().n_vocab)?,
     };
     let mut out = std::io::stdout().lock();
     let mut steps = Vec::new();

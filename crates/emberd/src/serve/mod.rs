@@ -377,6 +377,7 @@ impl LoadJob {
                 quant: info.quant,
                 n_params: info.n_params,
                 reasoning,
+                constraints: OnceLock::new(),
             },
             thread,
         ))

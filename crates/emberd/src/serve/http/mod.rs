@@ -19,12 +19,15 @@ mod openai;
 pub(crate) mod params;
 pub(crate) mod prompt;
 pub(crate) mod reasoning;
+pub(crate) mod structured;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_engine;
 #[cfg(test)]
 mod tests_ollama;
+#[cfg(test)]
+mod tests_structured;
 mod tokens;
 
 use axum::Router;
@@ -65,6 +68,9 @@ pub struct Loaded {
     /// The model reasons in `<think>` blocks (DeepSeek-R1 distills). Also assumed when the chat
     /// template writes `<think>`.
     pub reasoning: bool,
+    /// The grammar factory for constrained decoding, built on the first request that needs it
+    /// (`structured::compile`); the error text if it cannot be built for this vocabulary.
+    pub constraints: OnceLock<Result<ember_engine::constraint::ConstraintFactory, String>>,
 }
 
 impl Loaded {

@@ -13,6 +13,7 @@ use super::generation::{self, RequestCtx, Running, Step};
 use super::params::{self, OllamaOptions};
 use super::prompt::{self, ChatInput, Prompt};
 use super::reasoning::{self, ReasoningSplitter, Split, split_all};
+use super::structured::{self, Wanted};
 use super::{AppState, Loaded};
 use axum::Extension;
 use axum::body::{Body, Bytes};
@@ -44,6 +45,8 @@ pub(super) struct OllamaRequest {
     /// `true`/`false`, or a level (`"high"`) for models that have levels: any level means on.
     think: Option<Value>,
     images: Option<Vec<Value>>,
+    /// `"json"` or a JSON schema: the answer is constrained to it.
+    format: Option<Value>,
 }
 
 impl OllamaRequest {
@@ -151,10 +154,12 @@ async fn run(
     let n_ctx = loaded.engine.config().n_ctx;
     prompt::check_fits(p.ids.len(), n_ctx)?;
     let options = req.options.as_ref();
-    let gen_params = match options {
+    let mut gen_params = match options {
         Some(o) => o.knobs.generate_params(o.num_predict, p.ids.len(), n_ctx)?,
         None => params::Knobs::default().generate_params(None, p.ids.len(), n_ctx)?,
     };
+    let wanted = Wanted::from_ollama(req.format.as_ref())?;
+    gen_params.constraint = structured::compile(loaded, wanted, p.opens_think).await?;
     let running = generation::submit(state, loaded, ctx, p.ids, gen_params, None)?;
     let st = NdState {
         running,

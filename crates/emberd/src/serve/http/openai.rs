@@ -12,6 +12,7 @@ use super::generation::{self, RequestCtx, Running, Step, timings_json, usage_jso
 use super::params::{self, OpenAiRequest, PromptInput};
 use super::prompt::{self, ChatInput};
 use super::reasoning::{self, ReasoningSplitter, Split, split_all};
+use super::structured::{self, Wanted};
 use super::{AppState, Loaded};
 use axum::Extension;
 use axum::extract::State;
@@ -101,9 +102,10 @@ pub(super) async fn chat(
     let prompt = prompt::blocking(move || prompt::chat_prompt(&input)).await?;
     let n_ctx = loaded.engine.config().n_ctx;
     prompt::check_fits(prompt.ids.len(), n_ctx)?;
-    let gen_params = req
+    let mut gen_params = req
         .knobs
         .generate_params(req.requested_max(), prompt.ids.len(), n_ctx)?;
+    gen_params.constraint = structured::compile(loaded, wanted(&req)?, prompt.opens_think).await?;
     let running = generation::submit(&state, loaded, &ctx, prompt.ids, gen_params, None)?;
     let split = (loaded.thinks() && req.split_reasoning()).then_some(prompt.opens_think);
     let meta = Meta::new(Kind::Chat, loaded);
@@ -136,9 +138,10 @@ pub(super) async fn completions(
     };
     let n_ctx = loaded.engine.config().n_ctx;
     prompt::check_fits(ids.len(), n_ctx)?;
-    let gen_params = req
+    let mut gen_params = req
         .knobs
         .generate_params(req.requested_max(), ids.len(), n_ctx)?;
+    gen_params.constraint = structured::compile(loaded, wanted(&req)?, false).await?;
     let running = generation::submit(&state, loaded, &ctx, ids, gen_params, None)?;
     let meta = Meta::new(Kind::Text, loaded);
     if req.stream.unwrap_or(false) {
@@ -146,6 +149,15 @@ pub(super) async fn completions(
     } else {
         respond_whole(running, meta, None).await
     }
+}
+
+/// The answer's shape the request asks for (checked before any work: a bad one is a 400).
+fn wanted(req: &OpenAiRequest) -> Result<Wanted, ApiError> {
+    Wanted::from_openai(
+        req.response_format.as_ref(),
+        req.json_schema.as_ref(),
+        req.grammar.as_ref(),
+    )
 }
 
 /// `GET /v1/models`: the one model served.

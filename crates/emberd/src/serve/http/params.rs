@@ -69,6 +69,7 @@ impl Knobs {
             sampling: self.sampling()?,
             stop: parse_stop(self.stop.as_ref())?,
             logits_top: 0,
+            constraint: None,
         })
     }
 }
@@ -89,6 +90,10 @@ pub(crate) struct OpenAiRequest {
     pub n: Option<i64>,
     /// llama-server's per-request override: `"none"` leaves `<think>` blocks in `content`.
     pub reasoning_format: Option<String>,
+    /// Structured output (`structured::Wanted::from_openai`): OpenAI's, and llama-server's two.
+    pub response_format: Option<Value>,
+    pub json_schema: Option<Value>,
+    pub grammar: Option<Value>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
     #[serde(flatten)]
     pub knobs: Knobs,

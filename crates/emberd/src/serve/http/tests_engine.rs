@@ -52,6 +52,7 @@ pub(super) fn rig_with(
         quant: "F16".into(),
         n_params: 3_000_000,
         reasoning,
+        constraints: OnceLock::new(),
     };
     let state = AppState {
         loaded: Arc::new(OnceLock::new()),
@@ -377,6 +378,7 @@ fn long_request(r: &Rig) -> EventStream {
         sampling,
         stop: Vec::new(),
         logits_top: 0,
+        constraint: None,
     };
     r.engine
         .submit(EngineRequest {
