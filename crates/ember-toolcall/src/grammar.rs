@@ -69,6 +69,9 @@ pub struct GrammarOptions {
     pub special_tokens: Vec<String>,
     /// Reasoning before the answer.
     pub think: Think,
+    /// Most calls in one answer (OpenAI's `parallel_tool_calls: false` is 1); `None` is
+    /// [`MAX_CALLS`].
+    pub max_calls: Option<usize>,
 }
 
 impl GrammarOptions {
@@ -80,6 +83,7 @@ impl GrammarOptions {
                 Family::DeepSeekR1 => Think::Open,
                 _ => Think::None,
             },
+            max_calls: None,
         }
     }
 
@@ -100,6 +104,7 @@ impl GrammarOptions {
         GrammarOptions {
             special_tokens: Vec::new(),
             think,
+            max_calls: None,
         }
     }
 
@@ -249,11 +254,14 @@ fn call_objects(l: &mut Lark, tools: &[&Tool], args_key: &str) -> String {
     let mut alts = Vec::with_capacity(tools.len());
     for (i, t) in tools.iter().enumerate() {
         l.rule(format!("args{i}: {}", json_schema(&t.parameters)));
+        // One fixed layout, as the arguments: `{"name": "NAME", "<args_key>": {...}}`.
         l.rule(format!(
-            "obj{i}: \"{{\" BLANK? {} BLANK? \":\" BLANK? {} BLANK? \",\" BLANK? {} BLANK? \":\" BLANK? args{i} BLANK? \"}}\"",
-            quote("\"name\""),
-            quote(&quote(&t.name)),
-            quote(&quote(args_key)),
+            "obj{i}: {} args{i} \"}}\"",
+            quote(&format!(
+                "{{\"name\": {}, {}: ",
+                quote(&t.name),
+                quote(args_key)
+            )),
         ));
         alts.push(format!("obj{i}"));
     }
@@ -283,7 +291,15 @@ pub fn tool_grammar_with(
     }
     let auto = *choice == ToolChoice::Auto;
     let single = matches!(choice, ToolChoice::Named(_));
-    let more = format!("{{0,{}}}", MAX_CALLS - 1);
+    // Further calls after the first: `(unit){0,n}`, nothing when only one is allowed.
+    let extra = opts.max_calls.unwrap_or(MAX_CALLS).clamp(1, MAX_CALLS) - 1;
+    let more = |unit: &str| {
+        if extra == 0 {
+            String::new()
+        } else {
+            format!(" ({unit}){{0,{extra}}}")
+        }
+    };
     let mut l = Lark::new(opts);
     let think = l.think_prefix();
     let mut triggers = Vec::new();
@@ -298,11 +314,11 @@ pub fn tool_grammar_with(
             if auto {
                 triggers.push(hm::TAG.to_owned());
                 let prefix = l.lazy_prefix(hm::TAG);
-                format!("TEXT | {prefix} call_body (BLANK? call){more} BLANK?")
+                format!("TEXT | {prefix} call_body{} BLANK?", more("BLANK? call"))
             } else if single {
                 "BLANK? call BLANK?".to_owned()
             } else {
-                format!("BLANK? call (BLANK? call){more} BLANK?")
+                format!("BLANK? call{} BLANK?", more("BLANK? call"))
             }
         }
         Family::Llama3 { python_tag } => {
@@ -352,7 +368,7 @@ pub fn tool_grammar_with(
             let calls = if single {
                 "call".to_owned()
             } else {
-                format!("call ({sep}call){more}")
+                format!("call{}", more(&format!("{sep}call")))
             };
             let begin = l.seq(&[P::M(ds::CALLS_BEGIN)]);
             let end = l.seq(&[P::M(ds::CALLS_END)]);
@@ -367,14 +383,14 @@ pub fn tool_grammar_with(
         Family::Generic => {
             let objs = call_objects(&mut l, &selected, "arguments");
             l.rule(format!(
-                "wrap_call: \"{{\" BLANK? {} BLANK? \":\" BLANK? ({objs}) BLANK? \"}}\"",
-                quote("\"tool_call\"")
+                "wrap_call: {} ({objs}) \"}}\"",
+                quote("{\"tool_call\": ")
             ));
             if auto {
                 l.rule("response: %json {\"type\": \"string\"}".into());
                 l.rule(format!(
-                    "wrap_response: \"{{\" BLANK? {} BLANK? \":\" BLANK? response BLANK? \"}}\"",
-                    quote("\"response\"")
+                    "wrap_response: {} response \"}}\"",
+                    quote("{\"response\": ")
                 ));
                 "BLANK? (wrap_call | wrap_response) BLANK?".to_owned()
             } else {
@@ -402,6 +418,7 @@ mod tests {
         let o = GrammarOptions {
             special_tokens: vec!["<|python_tag|>".into(), "<a b>".into()],
             think: Think::None,
+            max_calls: None,
         };
         assert!(o.is_special("<|python_tag|>"));
         assert!(!o.is_special("<a b>"));

@@ -176,7 +176,7 @@ fn hermes_grammars() {
     let o = GrammarOptions::default();
     let two = format!("{HERMES_CALL}\n{HERMES_CALL2}");
     let after_text = format!("Let me check.\n{HERMES_CALL}");
-    let ha = "<tool_call>{\"name\":\"HassTurnOn\",\"arguments\":{\"name\": \"kitchen light\", \"domain\": [\"light\"]}}</tool_call>\n";
+    let ha = "<tool_call>{\"name\": \"HassTurnOn\", \"arguments\": {\"name\": \"kitchen light\", \"domain\": [\"light\"]}}</tool_call>\n";
     check(
         Family::Hermes,
         ToolChoice::Auto,
@@ -353,7 +353,7 @@ fn generic_grammars() {
         ToolChoice::Auto,
         &o,
         &v,
-        &[call, resp, "\n{\"response\":\"\"}\n"],
+        &[call, resp, "\n{\"response\": \"\"}\n"],
         &[
             "Hello",
             "{\"response\": 3}",
@@ -384,6 +384,7 @@ fn special_markup_and_optional_thinking() {
         let o = GrammarOptions {
             special_tokens: specials.iter().map(|s| s.to_string()).collect(),
             think,
+            max_calls: None,
         };
         let pre = match think {
             Think::None => "",
@@ -422,6 +423,7 @@ fn special_markup_and_optional_thinking() {
     let o = GrammarOptions {
         special_tokens: ds.iter().map(|s| s.to_string()).collect(),
         think: Think::None,
+        max_calls: None,
     };
     let v3 = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Oslo\"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
     check(

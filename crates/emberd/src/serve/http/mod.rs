@@ -28,7 +28,10 @@ mod tests_engine;
 mod tests_ollama;
 #[cfg(test)]
 mod tests_structured;
+#[cfg(test)]
+mod tests_tools;
 mod tokens;
+pub(crate) mod tools;
 
 use axum::Router;
 use axum::extract::connect_info::ConnectInfo;

@@ -14,6 +14,7 @@ use super::params::{self, OllamaOptions};
 use super::prompt::{self, ChatInput, Prompt};
 use super::reasoning::{self, ReasoningSplitter, Split, split_all};
 use super::structured::{self, Wanted};
+use super::tools::{self, Tools};
 use super::{AppState, Loaded};
 use axum::Extension;
 use axum::body::{Body, Bytes};
@@ -47,6 +48,8 @@ pub(super) struct OllamaRequest {
     images: Option<Vec<Value>>,
     /// `"json"` or a JSON schema: the answer is constrained to it.
     format: Option<Value>,
+    /// Tools the model may call (`/api/chat`; Ollama has no `tool_choice`: auto).
+    tools: Option<Value>,
 }
 
 impl OllamaRequest {
@@ -92,14 +95,15 @@ pub(super) async fn chat(
         // Templates with a thinking switch (Qwen3) read `enable_thinking`.
         vars.insert("enable_thinking".into(), t.into());
     }
+    let tools = Tools::from_request(loaded, req.tools.as_ref(), None, None)?;
     let input = ChatInput {
         tokenizer: loaded.tokenizer.clone(),
         template: loaded.template.clone(),
-        messages: params::normalize_messages(messages)?,
+        messages: tools.prepare(&params::normalize_messages(messages)?, &mut vars)?,
         vars,
     };
     let p = prompt::blocking(move || prompt::chat_prompt(&input)).await?;
-    run(&state, loaded, &ctx, req, p, Kind::Chat).await
+    run(&state, loaded, &ctx, req, p, Kind::Chat, tools).await
 }
 
 /// `POST /api/generate`: `prompt` (and `system`) through the chat template, or as is with `raw`.
@@ -139,7 +143,8 @@ pub(super) async fn generate(
         };
         prompt::blocking(move || prompt::chat_prompt(&input)).await?
     };
-    run(&state, loaded, &ctx, req, p, Kind::Generate).await
+    let tools = Tools::from_request(loaded, None, None, None)?;
+    run(&state, loaded, &ctx, req, p, Kind::Generate, tools).await
 }
 
 /// Submits and answers, streamed (default) or whole.
@@ -150,6 +155,7 @@ async fn run(
     req: OllamaRequest,
     p: Prompt,
     kind: Kind,
+    tools: Tools,
 ) -> Result<Response, OllamaError> {
     let n_ctx = loaded.engine.config().n_ctx;
     prompt::check_fits(p.ids.len(), n_ctx)?;
@@ -159,7 +165,17 @@ async fn run(
         None => params::Knobs::default().generate_params(None, p.ids.len(), n_ctx)?,
     };
     let wanted = Wanted::from_ollama(req.format.as_ref())?;
-    gen_params.constraint = structured::compile(loaded, wanted, p.opens_think).await?;
+    gen_params.constraint = if tools.active() {
+        if wanted != Wanted::Free {
+            return Err(ApiError::bad_request(
+                "`tools` and `format` together are not supported: give one",
+            )
+            .into());
+        }
+        tools.constraint(loaded, p.opens_think).await?
+    } else {
+        structured::compile(loaded, wanted, p.opens_think).await?
+    };
     let running = generation::submit(state, loaded, ctx, p.ids, gen_params, None)?;
     let st = NdState {
         running,
@@ -171,6 +187,8 @@ async fn run(
             .then(|| ReasoningSplitter::new(p.opens_think)),
         opens_think: p.opens_think,
         show_thinking: req.think() != Some(false),
+        parser: tools.active().then(|| tools.parser()),
+        tools: tools.active().then_some(tools),
         done: false,
     };
     if req.stream.unwrap_or(true) {
@@ -217,10 +235,54 @@ struct NdState {
     /// The prompt opened a think block (for the whole-answer split).
     opens_think: bool,
     show_thinking: bool,
+    /// The tool-call parser (streaming), when the request has tools.
+    parser: Option<ember_toolcall::StreamParser>,
+    tools: Option<Tools>,
     done: bool,
 }
 
 impl NdState {
+    /// Content through the tool-call parser (calls are held and sent whole at the end, as Ollama
+    /// sends each call in one chunk).
+    fn content(&mut self, mut split: Split) -> Split {
+        if let Some(p) = &mut self.parser {
+            split.content = p
+                .push(&split.content)
+                .into_iter()
+                .filter_map(|ev| match ev {
+                    ember_toolcall::Event::Content(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+        }
+        split
+    }
+
+    /// The chunk of calls at the end of a streamed answer, and the content the parser still held.
+    fn calls_chunk(&mut self) -> (String, Option<Value>) {
+        let Some(p) = self.parser.take() else {
+            return (String::new(), None);
+        };
+        match p.finish() {
+            Ok(parsed) => {
+                let held: String = parsed
+                    .tail
+                    .into_iter()
+                    .filter_map(|ev| match ev {
+                        ember_toolcall::Event::Content(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect();
+                if parsed.calls.is_empty() {
+                    return (held, None);
+                }
+                let mut v = self.object(Split::default(), false);
+                v["message"]["tool_calls"] = tools::ollama_calls(&parsed.calls);
+                (held, Some(v))
+            }
+            Err(_) => (String::new(), None),
+        }
+    }
     /// One object carrying text (and thinking).
     fn object(&self, split: Split, done: bool) -> Value {
         let mut v = json!({"model": self.model, "created_at": rfc3339(SystemTime::now())});
@@ -272,6 +334,7 @@ impl NdState {
         match self.running.next().await {
             Some(Step::Delta(d)) => {
                 let split = reasoning::push_opt(&mut self.splitter, d);
+                let split = self.content(split);
                 if !split.content.is_empty() || (self.show_thinking && !split.reasoning.is_empty())
                 {
                     out.push(Self::line(&self.object(split, false)));
@@ -283,8 +346,14 @@ impl NdState {
                     .as_mut()
                     .map(ReasoningSplitter::finish)
                     .unwrap_or_default();
+                let mut tail = self.content(tail);
+                let (held, calls) = self.calls_chunk();
+                tail.content.push_str(&held);
                 if !tail.content.is_empty() || (self.show_thinking && !tail.reasoning.is_empty()) {
                     out.push(Self::line(&self.object(tail, false)));
+                }
+                if let Some(c) = calls {
+                    out.push(Self::line(&c));
                 }
                 let mut last = self.object(Split::default(), true);
                 self.finish_fields(&mut last, &finished, finish);
@@ -329,7 +398,25 @@ async fn whole(mut st: NdState) -> Result<Response, OllamaError> {
             content: text.clone(),
         }
     };
-    let mut v = st.object(split, true);
+    let parsed = st
+        .tools
+        .as_ref()
+        .map(|t| tools::parse_whole(t, &split.content));
+    let calls = match parsed {
+        Some(p) => {
+            let calls = p.calls;
+            let split = Split {
+                reasoning: split.reasoning,
+                content: p.content,
+            };
+            (split, calls)
+        }
+        None => (split, Vec::new()),
+    };
+    let mut v = st.object(calls.0, true);
+    if !calls.1.is_empty() {
+        v["message"]["tool_calls"] = tools::ollama_calls(&calls.1);
+    }
     st.finish_fields(&mut v, &finished, finish);
     drop(st); // logs the request
     let mut resp = axum::Json(v).into_response();

@@ -13,6 +13,7 @@ use super::params::{self, OpenAiRequest, PromptInput};
 use super::prompt::{self, ChatInput};
 use super::reasoning::{self, ReasoningSplitter, Split, split_all};
 use super::structured::{self, Wanted};
+use super::tools::{self, Delta, Tools};
 use super::{AppState, Loaded};
 use axum::Extension;
 use axum::extract::State;
@@ -93,11 +94,25 @@ pub(super) async fn chat(
     if messages.is_empty() {
         return Err(ApiError::bad_request("`messages` must not be empty"));
     }
+    let tools = Tools::from_request(
+        loaded,
+        req.tools.as_ref(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls,
+    )?;
+    let wanted = wanted(&req)?;
+    if tools.active() && wanted != Wanted::Free {
+        return Err(ApiError::bad_request(
+            "`tools` and a structured `response_format` together are not supported: give one",
+        ));
+    }
+    let mut vars = req.chat_template_kwargs.clone().unwrap_or_default();
+    let messages = tools.prepare(&params::normalize_messages(messages)?, &mut vars)?;
     let input = ChatInput {
         tokenizer: loaded.tokenizer.clone(),
         template: loaded.template.clone(),
-        messages: params::normalize_messages(messages)?,
-        vars: req.chat_template_kwargs.clone().unwrap_or_default(),
+        messages,
+        vars,
     };
     let prompt = prompt::blocking(move || prompt::chat_prompt(&input)).await?;
     let n_ctx = loaded.engine.config().n_ctx;
@@ -105,14 +120,19 @@ pub(super) async fn chat(
     let mut gen_params = req
         .knobs
         .generate_params(req.requested_max(), prompt.ids.len(), n_ctx)?;
-    gen_params.constraint = structured::compile(loaded, wanted(&req)?, prompt.opens_think).await?;
+    gen_params.constraint = if tools.active() {
+        tools.constraint(loaded, prompt.opens_think).await?
+    } else {
+        structured::compile(loaded, wanted, prompt.opens_think).await?
+    };
     let running = generation::submit(&state, loaded, &ctx, prompt.ids, gen_params, None)?;
     let split = (loaded.thinks() && req.split_reasoning()).then_some(prompt.opens_think);
     let meta = Meta::new(Kind::Chat, loaded);
+    let tools = tools.active().then_some(tools);
     if req.stream.unwrap_or(false) {
-        Ok(sse(running, meta, split, req.include_usage()))
+        Ok(sse(running, meta, split, req.include_usage(), tools))
     } else {
-        respond_whole(running, meta, split).await
+        respond_whole(running, meta, split, tools).await
     }
 }
 
@@ -145,9 +165,9 @@ pub(super) async fn completions(
     let running = generation::submit(&state, loaded, &ctx, ids, gen_params, None)?;
     let meta = Meta::new(Kind::Text, loaded);
     if req.stream.unwrap_or(false) {
-        Ok(sse(running, meta, None, req.include_usage()))
+        Ok(sse(running, meta, None, req.include_usage(), None))
     } else {
-        respond_whole(running, meta, None).await
+        respond_whole(running, meta, None, None).await
     }
 }
 
@@ -191,21 +211,37 @@ async fn respond_whole(
     mut running: Running,
     meta: Meta,
     split: Option<bool>,
+    tools: Option<Tools>,
 ) -> Result<Response, ApiError> {
-    let (finished, finish) = running.collect().await?;
+    let (finished, mut finish) = running.collect().await?;
     let text = &finished.generation.text;
     let choice = match meta.kind {
         Kind::Chat => {
             let mut message = json!({"role": "assistant"});
-            match split {
+            let content = match split {
                 Some(opened) => {
                     let s = split_all(text, opened);
-                    message["content"] = s.content.into();
                     if !s.reasoning.is_empty() {
                         message["reasoning_content"] = s.reasoning.into();
                     }
+                    s.content
                 }
-                None => message["content"] = text.as_str().into(),
+                None => text.clone(),
+            };
+            match tools.as_ref().map(|t| tools::parse_whole(t, &content)) {
+                Some(p) if !p.calls.is_empty() => {
+                    message["content"] = if p.content.trim().is_empty() {
+                        Value::Null
+                    } else {
+                        p.content.into()
+                    };
+                    message["tool_calls"] = p.calls.iter().map(|c| c.to_openai()).collect();
+                    if finish == "stop" {
+                        finish = "tool_calls";
+                    }
+                }
+                Some(p) => message["content"] = p.content.into(),
+                None => message["content"] = content.into(),
             }
             json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish})
         }
@@ -236,6 +272,10 @@ struct SseState {
     running: Running,
     meta: Meta,
     splitter: Option<ReasoningSplitter>,
+    /// The tool-call parser, when the request has tools: content goes through it.
+    parser: Option<ember_toolcall::StreamParser>,
+    /// A call was streamed (the finish reason becomes `tool_calls`).
+    called: bool,
     include_usage: bool,
     sent_role: bool,
     done: bool,
@@ -246,16 +286,38 @@ impl SseState {
         SseEvent::default().data(v.to_string())
     }
 
-    /// Chunks for a piece of text (split into reasoning and content for a reasoning model).
-    fn text_chunks(&self, split: Split, out: &mut Vec<SseEvent>) {
+    /// Chunks for a piece of text (split into reasoning and content for a reasoning model; the
+    /// content through the tool-call parser when the request has tools).
+    fn text_chunks(&mut self, split: Split, out: &mut Vec<SseEvent>) {
         if !split.reasoning.is_empty() {
             let delta = json!({"reasoning_content": split.reasoning});
             out.push(Self::data(&self.meta.chunk(delta, None)));
+        }
+        if let Some(p) = &mut self.parser {
+            let events = p.push(&split.content);
+            self.tool_chunks(events, out);
+            return;
         }
         if !split.content.is_empty() {
             let delta = match self.meta.kind {
                 Kind::Chat => json!({"content": split.content}),
                 Kind::Text => split.content.into(),
+            };
+            out.push(Self::data(&self.meta.chunk(delta, None)));
+        }
+    }
+
+    /// Chunks for the tool-call parser's events: content, or OpenAI's `delta.tool_calls` (index,
+    /// id and name first, then argument fragments).
+    fn tool_chunks(&mut self, events: Vec<ember_toolcall::Event>, out: &mut Vec<SseEvent>) {
+        for ev in events {
+            let delta = match tools::openai_delta(ev) {
+                Delta::Content(t) if t.is_empty() => continue,
+                Delta::Content(t) => json!({"content": t}),
+                Delta::Call(calls) => {
+                    self.called = true;
+                    json!({"tool_calls": calls})
+                }
             };
             out.push(Self::data(&self.meta.chunk(delta, None)));
         }
@@ -284,6 +346,15 @@ impl SseState {
                     let tail = s.finish();
                     self.text_chunks(tail, &mut out);
                 }
+                if let Some(mut p) = self.parser.take() {
+                    let events = p.end();
+                    self.tool_chunks(events, &mut out);
+                }
+                let finish = if self.called && finish == "stop" {
+                    "tool_calls"
+                } else {
+                    finish
+                };
                 let empty = match self.meta.kind {
                     Kind::Chat => json!({}),
                     Kind::Text => json!(""),
@@ -312,11 +383,19 @@ impl SseState {
 
 /// The streaming answer. The body stream owns the generation: when the client disconnects,
 /// hyper drops the body, which drops the engine's event stream and cancels the request.
-fn sse(running: Running, meta: Meta, split: Option<bool>, include_usage: bool) -> Response {
+fn sse(
+    running: Running,
+    meta: Meta,
+    split: Option<bool>,
+    include_usage: bool,
+    tools: Option<Tools>,
+) -> Response {
     let state = SseState {
         running,
         meta,
         splitter: split.map(ReasoningSplitter::new),
+        parser: tools.as_ref().map(Tools::parser),
+        called: false,
         include_usage,
         sent_role: false,
         done: false,

@@ -94,6 +94,11 @@ pub(crate) struct OpenAiRequest {
     pub response_format: Option<Value>,
     pub json_schema: Option<Value>,
     pub grammar: Option<Value>,
+    /// Tool calls (`tools::Tools`).
+    pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    /// `false`: at most one call per answer (the grammar allows one).
+    pub parallel_tool_calls: Option<bool>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
     #[serde(flatten)]
     pub knobs: Knobs,
@@ -313,6 +318,12 @@ pub(crate) fn normalize_messages(messages: &[Value]) -> Result<Vec<Value>, ApiEr
             let mut out = json!({"role": role, "content": content});
             if let Some(name) = obj.get("name").and_then(Value::as_str) {
                 out["name"] = name.into();
+            }
+            // Tool-call history, checked and shaped for the template by `tools::Tools::prepare`.
+            for key in ["tool_calls", "tool_call_id", "tool_name"] {
+                if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
+                    out[key] = v.clone();
+                }
             }
             Ok(out)
         })

@@ -110,6 +110,14 @@ pub(crate) async fn compile(
             }
         }
     };
+    compile_spec(loaded, spec).await.map(Some)
+}
+
+/// Compiles a grammar for the model; a grammar llguidance refuses is a 400 with its reason.
+pub(crate) async fn compile_spec(
+    loaded: &Loaded,
+    spec: GrammarSpec,
+) -> Result<Constraint, ApiError> {
     let factory = factory(loaded).await?;
     // Compiling a large schema is CPU work: off the async threads.
     prompt::blocking(move || {
@@ -118,7 +126,6 @@ pub(crate) async fn compile(
             .map_err(|e| ApiError::bad_request(e.to_string()))
     })
     .await
-    .map(Some)
 }
 
 /// The model's grammar factory, built on the first constrained request (a token trie over the whole
