@@ -413,3 +413,21 @@ fn json_request_v_emitted_only_when_not_default() {
         Err(DecodeError::UnsupportedVersion(9))
     );
 }
+
+#[test]
+fn structured_output_and_tools_are_refused_by_name() {
+    for field in [
+        r#""response_format": {"type": "json_object"}"#,
+        r#""json_schema": {"type": "object"}"#,
+        r#""grammar": "start: \"a\"""#,
+        r#""format": "json""#,
+        r#""tools": []"#,
+        r#""tool_choice": "auto""#,
+    ] {
+        let msg = assert_invalid(&format!(r#"{{"prompt": "hi", {field}}}"#));
+        let key = field.split('"').nth(1).expect("a quoted key");
+        assert!(msg.contains(key), "{field}: {msg}");
+    }
+    // `null` is absent, as for every field.
+    parse_ok(r#"{"prompt": "hi", "tools": null, "response_format": null}"#);
+}

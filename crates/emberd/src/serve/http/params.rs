@@ -545,6 +545,7 @@ mod tests {
             json!({"role": "developer", "content": "be brief"}),
             json!({"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], "name": "x"}),
             json!({"role": "assistant", "content": null, "tool_calls": []}),
+            json!({"role": "tool", "content": "ok", "tool_call_id": "call_1", "extra": 1}),
         ])
         .unwrap();
         assert_eq!(m[0], json!({"role": "system", "content": "be brief"}));
@@ -552,7 +553,15 @@ mod tests {
             m[1],
             json!({"role": "user", "content": "a\nb", "name": "x"})
         );
-        assert_eq!(m[2], json!({"role": "assistant", "content": ""}));
+        // Tool-call history stays for `tools::Tools::prepare`; other fields go.
+        assert_eq!(
+            m[2],
+            json!({"role": "assistant", "content": "", "tool_calls": []})
+        );
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "content": "ok", "tool_call_id": "call_1"})
+        );
         for bad in [
             json!("hi"),
             json!({"content": "x"}),

@@ -1,0 +1,168 @@
+"""The clients a hub runs, against a live `emberd serve --listen-tcp`: the `openai` package and
+`ollama==0.6.2` (the version Home Assistant pins). Usage: hub_clients.py BASE_URL MODEL_NAME.
+
+Every tool call ember returns must name a declared tool and validate against its schema
+(`jsonschema`), whole and streamed; `response_format` / `format` answers must validate; the Home
+Assistant turn (tools with auto, keep_alive -1.0, num_ctx, think false, then the call and a tool
+result sent back in Ollama's form) and an OpenAI turn with `tool_call_id` must succeed. The models
+are small or random: only ember's constrained decoding makes their output valid.
+"""
+
+import json
+import sys
+import time
+import urllib.request
+
+import jsonschema
+import ollama
+import openai
+
+BASE, MODEL = sys.argv[1], sys.argv[2]
+
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "HassTurnOn", "description": "Turns on/opens a device or entity",
+        "parameters": {"type": "object", "properties": {
+            "name": {"type": "string", "enum": ["Kitchen Light", "Fan"]},
+            "domain": {"type": "array", "items": {"type": "string", "enum": ["light", "fan"]},
+                       "maxItems": 2}},
+            "required": ["name"], "additionalProperties": False}}},
+    {"type": "function", "function": {
+        "name": "HassLightSet", "description": "Sets the brightness of a light",
+        "parameters": {"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "brightness": {"type": "integer", "minimum": 0, "maximum": 100}},
+            "required": ["name", "brightness"], "additionalProperties": False}}},
+]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+ANSWER = {"type": "object", "properties": {
+    "summary": {"type": "string", "maxLength": 30},
+    "rooms": {"type": "array", "items": {"type": "string", "enum": ["kitchen", "hall"]},
+              "minItems": 1, "maxItems": 2}},
+    "required": ["summary", "rooms"], "additionalProperties": False}
+SYSTEM = "You are a voice assistant for Home Assistant. Exposed entities: Kitchen Light, Fan."
+
+
+def ollama_view(schema):
+    """The schema as `ollama==0.6.2` sends it: its Tool model keeps only type, description, enum,
+    items, properties and required (so additionalProperties, bounds and lengths never reach the
+    server, and Home Assistant's tools arrive so too)."""
+    if isinstance(schema, dict):
+        keep = ("type", "description", "enum", "items", "properties", "required")
+        out = {k: ollama_view(v) for k, v in schema.items() if k in keep}
+        if "properties" in schema:
+            out["properties"] = {k: ollama_view(v) for k, v in schema["properties"].items()}
+        return out
+    return schema
+
+
+def check_call(name, arguments, ollama_client=False):
+    assert name in SCHEMAS, f"undeclared tool {name!r}"
+    args = json.loads(arguments) if isinstance(arguments, str) else dict(arguments)
+    schema = SCHEMAS[name]
+    jsonschema.validate(args, ollama_view(schema) if ollama_client else schema)
+    return args
+
+
+def wait_healthy():
+    t0 = time.time()
+    while True:
+        try:
+            with urllib.request.urlopen(f"{BASE}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.time() - t0 < 120, "emberd did not become healthy"
+        time.sleep(0.1)
+
+
+def openai_checks():
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="unused")
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": "Turn on the kitchen light."}]
+    for choice in ["required", {"type": "function", "function": {"name": "HassLightSet"}}]:
+        for seed in (1, 2):
+            r = client.chat.completions.create(
+                model=MODEL, messages=messages, tools=TOOLS, tool_choice=choice,
+                parallel_tool_calls=False, temperature=1.0, seed=seed, max_tokens=150)
+            c = r.choices[0]
+            assert c.finish_reason == "tool_calls", (choice, c)
+            assert c.message.tool_calls, c
+            for tc in c.message.tool_calls:
+                check_call(tc.function.name, tc.function.arguments)
+                if isinstance(choice, dict):
+                    assert tc.function.name == "HassLightSet"
+            # Streamed: OpenAI's delta.tool_calls, reassembled as the openai package's users do.
+            calls, finish = {}, None
+            for chunk in client.chat.completions.create(
+                    model=MODEL, messages=messages, tools=TOOLS, tool_choice=choice,
+                    parallel_tool_calls=False, temperature=1.0, seed=seed, max_tokens=150,
+                    stream=True):
+                if not chunk.choices:
+                    continue
+                ch = chunk.choices[0]
+                finish = ch.finish_reason or finish
+                for d in ch.delta.tool_calls or []:
+                    entry = calls.setdefault(d.index, {"id": d.id, "name": "", "args": ""})
+                    if d.function and d.function.name:
+                        entry["name"] = d.function.name
+                    if d.function and d.function.arguments:
+                        entry["args"] += d.function.arguments
+            assert finish == "tool_calls" and calls, (finish, calls)
+            for e in calls.values():
+                assert e["id"] and e["id"].startswith("call_"), e
+                check_call(e["name"], e["args"])
+    # Structured output.
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Which rooms have lights?"}],
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "rooms", "schema": ANSWER, "strict": True}},
+        temperature=1.0, seed=3, max_tokens=150)
+    jsonschema.validate(json.loads(r.choices[0].message.content), ANSWER)
+    # A turn with tool_call_id: the call, its result, and the model's next answer.
+    r = client.chat.completions.create(
+        model=MODEL, tools=TOOLS, temperature=0, max_tokens=20,
+        messages=messages + [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_abc", "type": "function",
+                 "function": {"name": "HassTurnOn", "arguments": '{"name": "Kitchen Light"}'}}]},
+            {"role": "tool", "tool_call_id": "call_abc", "content": '{"success": true}'}])
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls"), r
+
+
+def ollama_checks():
+    client = ollama.Client(host=BASE)
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": "Turn on the kitchen light."}]
+    # Home Assistant's turn: tools with auto, keep_alive -1.0, num_ctx, think false.
+    r = client.chat(model=MODEL, messages=messages, tools=TOOLS, keep_alive=-1.0,
+                    options={"num_ctx": 2048, "temperature": 1.0, "seed": 5, "num_predict": 150},
+                    think=False, stream=False)
+    calls = r.message.tool_calls or []
+    for tc in calls:
+        check_call(tc.function.name, tc.function.arguments, ollama_client=True)
+    # The call and a tool result sent back as Home Assistant does (arguments an object, no id).
+    followup = messages + [
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "HassTurnOn", "arguments": {"name": "Kitchen Light"}}}]},
+        {"role": "tool", "content": '{"success": true, "targets": ["light.kitchen"]}'}]
+    r = client.chat(model=MODEL, messages=followup, tools=TOOLS, keep_alive=-1.0,
+                    options={"num_ctx": 2048, "temperature": 0, "num_predict": 30},
+                    think=False, stream=False)
+    assert r.done, r
+    # Streamed, with tools: a call comes whole in one chunk.
+    for part in client.chat(model=MODEL, messages=messages, tools=TOOLS, stream=True,
+                            options={"temperature": 1.0, "seed": 6, "num_predict": 150}):
+        for tc in part.message.tool_calls or []:
+            check_call(tc.function.name, tc.function.arguments, ollama_client=True)
+    # AI Task: `format` as a schema.
+    r = client.chat(model=MODEL, messages=[{"role": "user", "content": "Which rooms?"}],
+                    format=ANSWER, options={"temperature": 1.0, "seed": 7, "num_predict": 150})
+    jsonschema.validate(json.loads(r.message.content), ANSWER)
+
+
+wait_healthy()
+openai_checks()
+ollama_checks()
+print("hub clients: ok")
