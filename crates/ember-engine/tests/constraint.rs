@@ -6,20 +6,18 @@
 //! grammar state.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{data, load};
 use ember_engine::constraint::{ConstraintError, ConstraintFactory, GrammarSpec};
 use ember_engine::generate::{FinishReason, GenerateParams, Generation, generate};
 use ember_engine::sampler::SamplingParams;
 use ember_engine::service::{EngineConfig, Event, Request, spawn};
-use ember_gguf::GgufFile;
 use ember_model::Model;
 use ember_tokenizer::Tokenizer;
 use ember_toolcall::{ResponseFormat, response_format_grammar};
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-fn data(p: &str) -> String {
-    format!("{}/../../tests/data/{p}", env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Tiny models of two vocabularies (Qwen2 BPE, Llama 3 BPE), and SmolLM2 when fetched.
 fn model_paths() -> Vec<String> {
@@ -31,15 +29,6 @@ fn model_paths() -> Vec<String> {
         v.push(p);
     }
     v
-}
-
-fn load(path: &str) -> (Model, Arc<Tokenizer>) {
-    let file = GgufFile::open(path).unwrap();
-    let model = Model::load(&file, &burn::tensor::Device::flex()).unwrap();
-    (
-        model,
-        Arc::new(Tokenizer::from_gguf(file.metadata()).unwrap()),
-    )
 }
 
 /// A bounded schema: every value has a length or range limit, so a valid answer is short.

@@ -3,21 +3,18 @@
 //! its slot; deadlines; closing ends the thread.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{data, load};
 use ember_engine::generate::{FinishReason, GenerateParams, Generation, generate};
 use ember_engine::sampler::SamplingParams;
 use ember_engine::service::{
     EngineConfig, EngineError, EngineHandle, EngineThread, Event, EventStream, Finished, Request,
     SubmitError, spawn,
 };
-use ember_gguf::GgufFile;
 use ember_model::Model;
 use ember_tokenizer::Tokenizer;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn data(p: &str) -> String {
-    format!("{}/../../tests/data/{p}", env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The models to run: a quantized tiny model from the repository, and SmolLM2 when fetched.
 fn model_paths() -> Vec<String> {
@@ -26,15 +23,6 @@ fn model_paths() -> Vec<String> {
         v.push(p);
     }
     v
-}
-
-fn load(path: &str) -> (Model, Arc<Tokenizer>) {
-    let file = GgufFile::open(path).unwrap();
-    let model = Model::load(&file, &burn::tensor::Device::flex()).unwrap();
-    (
-        model,
-        Arc::new(Tokenizer::from_gguf(file.metadata()).unwrap()),
-    )
 }
 
 fn prompts(tok: &Tokenizer) -> Vec<Vec<u32>> {
