@@ -53,6 +53,18 @@ pub(super) struct OllamaRequest {
 }
 
 impl OllamaRequest {
+    /// `think` as Ollama reads it: a bool, or a level (`"low"`, `"medium"`, `"high"`); anything
+    /// else is refused rather than taken as "on".
+    fn check_think(&self) -> Result<(), ApiError> {
+        match &self.think {
+            None | Some(Value::Null | Value::Bool(_)) => Ok(()),
+            Some(Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => Ok(()),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "invalid think value {v}: expected true, false, \"low\", \"medium\" or \"high\""
+            ))),
+        }
+    }
+
     fn think(&self) -> Option<bool> {
         match &self.think {
             None | Some(Value::Null) => None,
@@ -83,6 +95,7 @@ pub(super) async fn chat(
     body: Result<JsonBody<OllamaRequest>, ApiError>,
 ) -> Result<Response, OllamaError> {
     let req = body?.0;
+    req.check_think()?;
     let loaded = state.model()?;
     prompt::check_model(loaded, req.model.as_deref())?;
     let messages = req.messages.as_deref().unwrap_or_default();
@@ -113,6 +126,7 @@ pub(super) async fn generate(
     body: Result<JsonBody<OllamaRequest>, ApiError>,
 ) -> Result<Response, OllamaError> {
     let req = body?.0;
+    req.check_think()?;
     let loaded = state.model()?;
     prompt::check_model(loaded, req.model.as_deref())?;
     if req.images.as_ref().is_some_and(|i| !i.is_empty()) {
@@ -610,5 +624,20 @@ mod tests {
         assert_eq!(r(json!({"think": true})), Some(true));
         assert_eq!(r(json!({"think": false})), Some(false));
         assert_eq!(r(json!({"think": "high"})), Some(true));
+        let c = |v: Value| {
+            serde_json::from_value::<OllamaRequest>(v)
+                .unwrap()
+                .check_think()
+        };
+        for ok in [json!({}), json!({"think": false}), json!({"think": "low"})] {
+            assert!(c(ok.clone()).is_ok(), "{ok}");
+        }
+        for bad in [
+            json!({"think": 1}),
+            json!({"think": "max"}),
+            json!({"think": []}),
+        ] {
+            assert_eq!(c(bad.clone()).unwrap_err().status, 400, "{bad}");
+        }
     }
 }
