@@ -54,6 +54,8 @@ pub struct ConstraintFactory {
     factory: Arc<ParserFactory>,
     /// Every end-of-generation id: allowed exactly where the grammar may end.
     eog: Arc<[u32]>,
+    /// The texts of the vocabulary's `<…>` control tokens (what a grammar may reference as a token).
+    control: Arc<[String]>,
 }
 
 impl fmt::Debug for ConstraintFactory {
@@ -83,6 +85,12 @@ impl ConstraintFactory {
         let vocab_size = u32::try_from(n_vocab)
             .map_err(|_| ConstraintError::Unavailable(format!("vocabulary of {n_vocab}")))?;
         let words: Vec<Vec<u8>> = (0..vocab_size).map(|id| token_bytes(tok, id)).collect();
+        let control: Vec<String> = (0..vocab_size)
+            .filter(|&id| tok.is_control(id))
+            .filter_map(|id| tok.token_text(id))
+            .filter(|t| t.starts_with('<') && t.ends_with('>'))
+            .map(str::to_owned)
+            .collect();
         let trie = TokTrie::from(&TokRxInfo::new(vocab_size, first), &words).with_eos_tokens(&eog);
         let env: TokEnv = Arc::new(ApproximateTokEnv::new(trie));
         let mut factory = ParserFactory::new_simple(&env)
@@ -92,7 +100,14 @@ impl ConstraintFactory {
         Ok(Self {
             factory: Arc::new(factory),
             eog: eog.into(),
+            control: control.into(),
         })
+    }
+
+    /// The texts of the vocabulary's `<…>` control tokens, found once when the trie was built:
+    /// markup among them is referenced in grammars as that token, not spelled out as text.
+    pub fn control_tokens(&self) -> &[String] {
+        &self.control
     }
 
     /// Compiles `spec` for one request; the error carries llguidance's reason.

@@ -77,9 +77,6 @@ pub(crate) async fn compile(
     wanted: Wanted,
     opens_think: bool,
 ) -> Result<Option<Constraint>, ApiError> {
-    if wanted == Wanted::Free {
-        return Ok(None);
-    }
     let think = if opens_think {
         Think::Open
     } else if loaded.thinks() {
@@ -118,7 +115,14 @@ pub(crate) async fn compile_spec(
     loaded: &Loaded,
     spec: GrammarSpec,
 ) -> Result<Constraint, ApiError> {
-    let factory = factory(loaded).await?;
+    compile_with(factory(loaded).await?, spec).await
+}
+
+/// [`compile_spec`] with the model's factory in hand.
+pub(crate) async fn compile_with(
+    factory: ConstraintFactory,
+    spec: GrammarSpec,
+) -> Result<Constraint, ApiError> {
     // Compiling a large schema is CPU work: off the async threads.
     prompt::blocking(move || {
         factory
@@ -130,7 +134,7 @@ pub(crate) async fn compile_spec(
 
 /// The model's grammar factory, built on the first constrained request (a token trie over the whole
 /// vocabulary: tens of milliseconds on a board, so not paid by models that never need it).
-async fn factory(loaded: &Loaded) -> Result<ConstraintFactory, ApiError> {
+pub(crate) async fn factory(loaded: &Loaded) -> Result<ConstraintFactory, ApiError> {
     if let Some(f) = loaded.constraints.get() {
         return f.clone().map_err(ApiError::internal);
     }

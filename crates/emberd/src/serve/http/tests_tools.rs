@@ -4,7 +4,7 @@
 //! and named choices always return calls naming a declared tool with valid arguments, whole and
 //! streamed; tool-call history in OpenAI's and Ollama's forms renders and answers.
 
-use super::tests_engine::{json_of, post, rig_with, send, sse_data};
+use super::tests_engine::{Rig, json_of, post, rig_with, send, sse_data};
 use super::*;
 use ember_engine::service::EngineConfig;
 use ember_toolcall::{ToolCall, parse_tools, validate_call};
@@ -44,6 +44,15 @@ fn families() -> Vec<(&'static str, Option<String>)> {
     ]
 }
 
+/// The engine rig with a 1024-token context and `template` (None: the model's own).
+fn rig_for(template: Option<&str>) -> Rig {
+    let cfg = EngineConfig {
+        n_ctx: 1024,
+        ..EngineConfig::default()
+    };
+    rig_with(cfg, Limits::default(), template, false)
+}
+
 fn check_call(fam: &str, id: &str, name: &str, args: &str) -> ToolCall {
     let call = ToolCall {
         id: id.to_owned(),
@@ -69,11 +78,7 @@ fn request(choice: Value, stream: bool, seed: u64) -> Value {
 #[tokio::test]
 async fn required_and_named_calls_validate_whole_and_streamed() {
     for (fam, tmpl) in families() {
-        let cfg = EngineConfig {
-            n_ctx: 1024,
-            ..EngineConfig::default()
-        };
-        let r = rig_with(cfg, Limits::default(), tmpl.as_deref(), false);
+        let r = rig_for(tmpl.as_deref());
         for (choice, seed) in [
             (json!("required"), 1),
             (
@@ -163,11 +168,7 @@ async fn required_and_named_calls_validate_whole_and_streamed() {
 #[tokio::test]
 async fn history_in_both_forms_and_ollama_tools() {
     for (fam, tmpl) in families() {
-        let cfg = EngineConfig {
-            n_ctx: 1024,
-            ..EngineConfig::default()
-        };
-        let r = rig_with(cfg, Limits::default(), tmpl.as_deref(), false);
+        let r = rig_for(tmpl.as_deref());
         // OpenAI: the call with an id, then the tool's result naming it.
         let req = json!({"model": "tiny", "tools": tools(), "temperature": 0, "max_tokens": 16,
             "messages": [

@@ -111,14 +111,10 @@ impl Tools {
         } else {
             Think::None
         };
-        // Markup that is a control token in this vocabulary is referenced as that token.
-        let tok = &loaded.tokenizer;
-        opts.special_tokens = (0..tok.n_vocab() as u32)
-            .filter(|&id| tok.is_control(id))
-            .filter_map(|id| tok.token_text(id))
-            .filter(|t| t.starts_with('<') && t.ends_with('>'))
-            .map(str::to_owned)
-            .collect();
+        // Markup that is a control token in this vocabulary is referenced as that token (the list
+        // is the factory's, found once per model).
+        let factory = structured::factory(loaded).await?;
+        opts.special_tokens = factory.control_tokens().to_vec();
         let Some(g) = tool_grammar_with(&self.family, &self.tools, &self.choice, &opts) else {
             return Ok(None);
         };
@@ -127,7 +123,7 @@ impl Tools {
             triggers: g.triggers,
             triggers_at_start: g.triggers_at_start,
         };
-        structured::compile_spec(loaded, spec).await.map(Some)
+        structured::compile_with(factory, spec).await.map(Some)
     }
 
     /// A streaming parser of the answer (everything is content when calls are off).
