@@ -175,6 +175,12 @@ impl<'t> Decoder<'t> {
         })
     }
 
+    /// `cached` prompt tokens came from the KV cache: `timings.prompt_n` counts only the ones
+    /// evaluated (llama.cpp's `prompt_n`, beside its `cache_n`).
+    pub fn prompt_cached(&mut self, cached: usize) {
+        self.timings.prompt_n = self.timings.prompt_n.saturating_sub(cached);
+    }
+
     /// Records the end of prefill (the logits of the last prompt token are ready).
     pub fn prefill_done(&mut self) {
         self.timings.prompt_ms = self.t0.elapsed().as_secs_f64() * 1e3;

@@ -227,7 +227,7 @@ impl<'t> Engine<'t> {
         };
         // The last prompt token is always computed: its logits give the first token.
         let keep = common.min(req.prompt.len() - 1);
-        let dec = match Decoder::new(
+        let mut dec = match Decoder::new(
             self.tok,
             self.model.config().n_vocab,
             &req.prompt,
@@ -240,6 +240,7 @@ impl<'t> Engine<'t> {
                 return;
             }
         };
+        dec.prompt_cached(keep);
         let slot = &mut self.slots[idx];
         slot.cache.truncate(keep);
         slot.cached.truncate(keep);

@@ -130,13 +130,18 @@ fn concurrent_batched_chunked_generation_matches_the_single_sequence_loop() {
             assert_eq!(fin.generation.text, r.text, "{path}: prompt {i}");
             assert_eq!(text, &r.text, "{path}: streamed text of prompt {i}");
             assert_eq!(fin.generation.finish_reason, r.finish_reason);
-            assert_eq!(fin.generation.timings.prompt_n, ps[i % ps.len()].len());
+            // Evaluated prompt tokens: the cached ones are not counted (llama.cpp's prompt_n).
+            assert_eq!(
+                fin.generation.timings.prompt_n + fin.prompt_cached,
+                ps[i % ps.len()].len()
+            );
         }
         // Sequentially: the same prompt again reuses all of it but the last token.
         drain(h.submit(request(&ps[1], 24)).unwrap()).1.unwrap();
         let (_, fin) = drain(h.submit(request(&ps[1], 24)).unwrap());
         let fin = fin.unwrap();
         assert_eq!(fin.prompt_cached, ps[1].len() - 1, "{path}");
+        assert_eq!(fin.generation.timings.prompt_n, 1, "{path}");
         assert_eq!(fin.generation.tokens, refs[1].tokens, "{path}");
         // A prompt extending a cached one reuses the shared part.
         let mut longer = ps[1].clone();
