@@ -1182,22 +1182,22 @@ fn malformed_requests_get_error_replies_and_the_daemon_keeps_serving() {
             "bad_request",
         ),
         (
-            "version 2",
-            serde_json::to_vec(&json!({"v": 2, "messages": hi})).unwrap(),
+            "version 3",
+            serde_json::to_vec(&json!({"v": 3, "messages": hi})).unwrap(),
             None,
             "unsupported_version",
         ),
         (
             "postcard garbage",
-            vec![0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x13, 0x37],
+            vec![0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x13, 0x37],
             Some(POSTCARD_CT),
             "bad_request",
         ),
         (
-            "postcard of version 2",
+            "postcard of version 3",
             {
                 let mut p = postcard_request(&small_body("hi", 2));
-                p[0] = 2;
+                p[0] = 3;
                 p
             },
             Some(POSTCARD_CT),

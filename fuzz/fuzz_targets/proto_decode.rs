@@ -48,11 +48,18 @@ fuzz_target!(|data: &[u8]| {
             // The owned form reads the same bytes as the same request.
             assert_eq!(owned_req.as_ref().ok(), Some(&Request::from(&req)));
         }
-        // Only a capacity the owned form does not have may make the fixed form refuse more.
+        // Only a capacity the owned form does not have, or wire version 1 (which only the owned
+        // form reads), may make the fixed form refuse more.
         Err(_) => {
             if let Ok(r) = &owned_req {
                 assert!(
-                    r.messages.len() > M || r.stop.len() > fixed::MAX_STOP,
+                    r.v == 1
+                        || r.messages.len() > M
+                        || r.stop.len() > fixed::MAX_STOP
+                        || r.tools.len() > fixed::MAX_TOOLS
+                        || r.messages
+                            .iter()
+                            .any(|m| m.tool_calls.len() > fixed::MAX_TOOL_CALLS),
                     "{r:?}"
                 );
             }
@@ -74,6 +81,14 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(owned_resp.as_ref().ok(), Some(&owned));
             }
         }
+        // Version 1 (only the owned form reads it; the fixed form stops at the version byte),
+        // or more calls than the fixed form holds.
+        Err(e) if data.first() == Some(&1) => {
+            assert_eq!(e, ember_proto::DecodeError::UnsupportedVersion(1));
+        }
+        // A list over the fixed form's capacity stops it where the owned form reads on (and
+        // may fail later, differently).
+        Err(e) if e.to_string().contains("more elements than a fixed form holds") => {}
         Err(e) => assert_eq!(owned_resp.err(), Some(e), "fixed and owned disagree"),
     }
 });

@@ -1,5 +1,8 @@
 """The clients a hub runs, against a live `emberd serve --listen-tcp`: the `openai` package and
-`ollama==0.6.2` (the version Home Assistant pins). Usage: hub_clients.py BASE_URL MODEL_NAME.
+`ollama==0.6.2` (the version Home Assistant pins). Usage: hub_clients.py BASE_URL MODEL_NAME
+[no-think]; `no-think` switches thinking off in every request (OpenAI's
+`chat_template_kwargs.enable_thinking`, Ollama's `think`), for a DeepSeek-R1 model whose prompt
+always opens `<think>`: a random-weight model never closes it on its own.
 
 Every tool call ember returns must name a declared tool and validate against its schema
 (`jsonschema`), whole and streamed; `response_format` / `format` answers must validate; the Home
@@ -18,28 +21,16 @@ import ollama
 import openai
 
 BASE, MODEL = sys.argv[1], sys.argv[2]
+NO_THINK = sys.argv[3:] == ["no-think"]
+# Sent with every OpenAI request, and Ollama's `think` for every Ollama one.
+EXTRA = {"chat_template_kwargs": {"enable_thinking": False}} if NO_THINK else None
+THINK = False if NO_THINK else None
+# The tiny R1 model's vocabulary (Qwen 2's) has no DeepSeek markup tokens: each
+# `<｜tool▁call…｜>` is spelled out in byte tokens by a random model, ~40 tokens apiece.
+MAX = 400 if NO_THINK else 150
 
-TOOLS = [
-    {"type": "function", "function": {
-        "name": "HassTurnOn", "description": "Turns on/opens a device or entity",
-        "parameters": {"type": "object", "properties": {
-            "name": {"type": "string", "enum": ["Kitchen Light", "Fan"]},
-            "domain": {"type": "array", "items": {"type": "string", "enum": ["light", "fan"]},
-                       "maxItems": 2}},
-            "required": ["name"], "additionalProperties": False}}},
-    {"type": "function", "function": {
-        "name": "HassLightSet", "description": "Sets the brightness of a light",
-        "parameters": {"type": "object", "properties": {
-            "name": {"type": "string", "maxLength": 20},
-            "brightness": {"type": "integer", "minimum": 0, "maximum": 100}},
-            "required": ["name", "brightness"], "additionalProperties": False}}},
-]
-SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
-ANSWER = {"type": "object", "properties": {
-    "summary": {"type": "string", "maxLength": 30},
-    "rooms": {"type": "array", "items": {"type": "string", "enum": ["kitchen", "hall"]},
-              "minItems": 1, "maxItems": 2}},
-    "required": ["summary", "rooms"], "additionalProperties": False}
+from hub_data import ANSWER, SCHEMAS, TOOLS  # beside this script
+
 SYSTEM = "You are a voice assistant for Home Assistant. Exposed entities: Kitchen Light, Fan."
 
 
@@ -85,7 +76,8 @@ def openai_checks():
         for seed in (1, 2):
             r = client.chat.completions.create(
                 model=MODEL, messages=messages, tools=TOOLS, tool_choice=choice,
-                parallel_tool_calls=False, temperature=1.0, seed=seed, max_tokens=150)
+                parallel_tool_calls=False, temperature=1.0, seed=seed, max_tokens=MAX,
+                extra_body=EXTRA)
             c = r.choices[0]
             assert c.finish_reason == "tool_calls", (choice, c)
             assert c.message.tool_calls, c
@@ -97,8 +89,8 @@ def openai_checks():
             calls, finish = {}, None
             for chunk in client.chat.completions.create(
                     model=MODEL, messages=messages, tools=TOOLS, tool_choice=choice,
-                    parallel_tool_calls=False, temperature=1.0, seed=seed, max_tokens=150,
-                    stream=True):
+                    parallel_tool_calls=False, temperature=1.0, seed=seed, max_tokens=MAX,
+                    stream=True, extra_body=EXTRA):
                 if not chunk.choices:
                     continue
                 ch = chunk.choices[0]
@@ -118,7 +110,7 @@ def openai_checks():
         model=MODEL, messages=[{"role": "user", "content": "Which rooms have lights?"}],
         response_format={"type": "json_schema",
                          "json_schema": {"name": "rooms", "schema": ANSWER, "strict": True}},
-        temperature=1.0, seed=3, max_tokens=150)
+        temperature=1.0, seed=3, max_tokens=150, extra_body=EXTRA)
     jsonschema.validate(json.loads(r.choices[0].message.content), ANSWER)
     # A turn with tool_call_id: the call, its result, and the model's next answer.
     r = client.chat.completions.create(
@@ -127,7 +119,8 @@ def openai_checks():
             {"role": "assistant", "content": None, "tool_calls": [
                 {"id": "call_abc", "type": "function",
                  "function": {"name": "HassTurnOn", "arguments": '{"name": "Kitchen Light"}'}}]},
-            {"role": "tool", "tool_call_id": "call_abc", "content": '{"success": true}'}])
+            {"role": "tool", "tool_call_id": "call_abc", "content": '{"success": true}'}],
+        extra_body=EXTRA)
     assert r.choices[0].finish_reason in ("stop", "length", "tool_calls"), r
 
 
@@ -152,13 +145,14 @@ def ollama_checks():
                     think=False, stream=False)
     assert r.done, r
     # Streamed, with tools: a call comes whole in one chunk.
-    for part in client.chat(model=MODEL, messages=messages, tools=TOOLS, stream=True,
+    for part in client.chat(model=MODEL, messages=messages, tools=TOOLS, stream=True, think=THINK,
                             options={"temperature": 1.0, "seed": 6, "num_predict": 150}):
         for tc in part.message.tool_calls or []:
             check_call(tc.function.name, tc.function.arguments, ollama_client=True)
     # AI Task: `format` as a schema.
     r = client.chat(model=MODEL, messages=[{"role": "user", "content": "Which rooms?"}],
-                    format=ANSWER, options={"temperature": 1.0, "seed": 7, "num_predict": 150})
+                    format=ANSWER, think=THINK,
+                    options={"temperature": 1.0, "seed": 7, "num_predict": 150})
     jsonschema.validate(json.loads(r.message.content), ANSWER)
 
 

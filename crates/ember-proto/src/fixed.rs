@@ -1,8 +1,9 @@
 //! Fixed-capacity, borrowed forms of every message, for clients without an allocator.
 //!
 //! Strings are `&str` borrowed from the caller (encoding) or from the received bytes (decoding:
-//! zero-copy), lists are [`heapless::Vec`]s: up to `M` chat messages (a const parameter) and up to
-//! [`MAX_STOP`] stop strings. Their postcard bytes are identical to those of the owned forms with
+//! zero-copy), lists are [`heapless::Vec`]s: up to `M` chat messages (a const parameter), up to
+//! [`MAX_STOP`] stop strings, [`MAX_TOOLS`] tools and [`MAX_TOOL_CALLS`] calls per message or
+//! reply. A JSON schema or a call's arguments is its JSON text. Their postcard bytes are identical to those of the owned forms with
 //! the same content, so either side may use either form. Only postcard is available here.
 //!
 //! Decoding a message with more elements than a list holds fails with
@@ -11,20 +12,91 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{self, RequestView, request_floats};
+use crate::validate::{self, MessageView, RequestView, has_v2_fields, request_floats};
 use crate::wire::{self, Envelope};
 use crate::{DecodeError, EncodeError, ErrorCode, FinishReason, Timings, Usage, WIRE_VERSION};
 
 /// Most stop strings a fixed [`Request`] holds.
 pub const MAX_STOP: usize = 4;
 
-/// One chat message; see [`crate::Message`].
+/// Most tools a fixed [`Request`] holds.
+pub const MAX_TOOLS: usize = 8;
+
+/// Most tool calls a fixed [`Message`] or [`Final`] holds (ask for `parallel_tool_calls: false`
+/// to get at most one).
+pub const MAX_TOOL_CALLS: usize = 4;
+
+/// A tool call; see [`crate::ToolCall`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ToolCall<'a> {
+    /// The call's id.
+    pub id: &'a str,
+    /// The function called.
+    pub name: &'a str,
+    /// The arguments: a JSON object, as text.
+    pub arguments: &'a str,
+}
+
+/// A function the model may call; see [`crate::Tool`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tool<'a> {
+    /// The function's name.
+    pub name: &'a str,
+    /// What it does, for the model.
+    #[serde(borrow)]
+    pub description: Option<&'a str>,
+    /// The JSON Schema of its arguments, as text.
+    #[serde(borrow)]
+    pub parameters: Option<&'a str>,
+}
+
+/// Whether and which tools must be called; see [`crate::ToolChoice`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ToolChoice<'a> {
+    /// As the model likes.
+    Auto,
+    /// No calls.
+    None,
+    /// At least one call.
+    Required,
+    /// A call of this function.
+    Function(&'a str),
+}
+
+/// The shape the answer must have; see [`crate::ResponseFormat`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResponseFormat<'a> {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against this JSON Schema (as text).
+    JsonSchema(&'a str),
+}
+
+/// One chat message; see [`crate::Message`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Message<'a> {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: &'a str,
     /// The text.
     pub content: &'a str,
+    /// The calls an `assistant` message made.
+    #[serde(borrow)]
+    pub tool_calls: Vec<ToolCall<'a>, MAX_TOOL_CALLS>,
+    /// Which call a `tool` message answers.
+    #[serde(borrow)]
+    pub tool_call_id: Option<&'a str>,
+}
+
+impl<'a> Message<'a> {
+    /// A message from `role` saying `content`, without tool fields.
+    pub const fn new(role: &'a str, content: &'a str) -> Self {
+        Message {
+            role,
+            content,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
 }
 
 /// A generation request with at most `M` messages; see [`crate::Request`] for the fields.
@@ -73,6 +145,17 @@ pub struct Request<'a, const M: usize> {
     /// `"none"` keeps `<think>` inline in the text.
     #[serde(borrow)]
     pub reasoning_format: Option<&'a str>,
+    /// The shape the answer must have.
+    #[serde(borrow)]
+    pub response_format: Option<ResponseFormat<'a>>,
+    /// Functions the model may call.
+    #[serde(borrow)]
+    pub tools: Vec<Tool<'a>, MAX_TOOLS>,
+    /// Whether and which tools must be called.
+    #[serde(borrow)]
+    pub tool_choice: Option<ToolChoice<'a>>,
+    /// `Some(false)`: at most one call.
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl<const M: usize> Default for Request<'_, M> {
@@ -96,6 +179,10 @@ impl<const M: usize> Default for Request<'_, M> {
             frequency_penalty: None,
             stream: false,
             reasoning_format: None,
+            response_format: None,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         }
     }
 }
@@ -109,7 +196,12 @@ impl<const M: usize> Request<'_, M> {
             reply_to: self.reply_to,
             has_prompt: self.prompt.is_some(),
             n_messages: self.messages.len(),
-            roles: self.messages.iter().map(|m| m.role),
+            messages: self.messages.iter().map(|m| MessageView {
+                role: m.role,
+                has_calls: !m.tool_calls.is_empty(),
+                has_call_id: m.tool_call_id.is_some(),
+            }),
+            has_v2_fields: has_v2_fields!(self),
             floats: request_floats!(self),
         })
     }
@@ -131,7 +223,7 @@ pub struct Chunk<'a> {
 }
 
 /// The end of a reply; see [`crate::Final`].
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Final<'a> {
     /// The request's `id`.
     #[serde(borrow)]
@@ -141,6 +233,9 @@ pub struct Final<'a> {
     /// The whole thinking text.
     #[serde(borrow)]
     pub reasoning: Option<&'a str>,
+    /// The tool calls made.
+    #[serde(borrow)]
+    pub tool_calls: Vec<ToolCall<'a>, MAX_TOOL_CALLS>,
     /// Why generation stopped.
     pub finish_reason: FinishReason,
     /// Token counts.
@@ -162,7 +257,10 @@ pub struct ErrorReply<'a> {
 }
 
 /// Anything the daemon publishes in reply; see [`crate::Response`].
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// A [`Final`] holds its calls inline (no allocator to box them): a few hundred bytes, fixed.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response<'a> {
     /// A piece of a streamed reply.
     #[serde(borrow)]

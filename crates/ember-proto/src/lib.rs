@@ -14,8 +14,20 @@
 //! - [`Response::Chunk`] ([`Chunk`]): one piece of a streamed reply (`stream: true`): `seq` counts
 //!   from 0, `delta` is the new text, `reasoning` the new thinking text of a reasoning model.
 //! - [`Response::Final`] ([`Final`]): the end of a reply, streamed or not: the whole `text` (and
-//!   `reasoning`), why generation stopped, token [`Usage`] and [`Timings`]. Exactly one per
-//!   request that did not fail.
+//!   `reasoning`), the `tool_calls` made, why generation stopped, token [`Usage`] and
+//!   [`Timings`]. Exactly one per request that did not fail.
+//!
+//! # Tool calls and structured output (wire version 2)
+//!
+//! A request may carry OpenAI's `tools` ([`Tool`]), `tool_choice` ([`ToolChoice`]),
+//! `parallel_tool_calls` and `response_format` ([`ResponseFormat`]); its messages may carry the
+//! tool-call history (an assistant message's `tool_calls`, a `tool` message's `tool_call_id`).
+//! The daemon constrains decoding so that every call in [`Final::tool_calls`] names a declared
+//! tool with arguments valid against its schema, and an answer with a `response_format` parses
+//! (and validates against the schema) — unless `max_tokens` cuts it, which `finish_reason`
+//! `length` says. Calls arrive whole in the final reply, never in chunks; their markup is never
+//! in `text`. In postcard, a schema or arguments object is its JSON text (a string), so a
+//! microcontroller needs no JSON code to send one.
 //! - [`Response::Error`] ([`ErrorReply`]): the request failed; an [`ErrorCode`] and a message.
 //!
 //! # Encodings and Content-Type
@@ -30,7 +42,9 @@
 //!   Replies are small objects:
 //!   - chunk: `{"seq":0,"delta":"Hel"}`
 //!   - final: `{"text":"Hello","finish_reason":"stop","usage":{…},"timings":{…}}`, the timings
-//!     with `prompt_per_second` and `predicted_per_second` added;
+//!     with `prompt_per_second` and `predicted_per_second` added, and OpenAI's `tool_calls`
+//!     (`[{"id","type":"function","function":{"name","arguments":"{…}"}}]`) when calls were made
+//!     (`finish_reason` `"tool_calls"`);
 //!   - error: `{"error":{"code":"busy","message":"queue full"}}`;
 //!
 //!   each with `"id"` when the request had one and `"reasoning"` when there is some.
@@ -46,11 +60,13 @@
 //!
 //! # Versioning
 //!
-//! Every message carries the wire version, [`WIRE_VERSION`] (1). In postcard it is the first byte
+//! Every message carries the wire version, [`WIRE_VERSION`] (2). In postcard it is the first byte
 //! of every message (a request's `v` field, a response's envelope byte); decoders read it before
-//! anything else and refuse other values with [`DecodeError::UnsupportedVersion`], so a future
-//! version may change everything after that byte. In JSON it is an optional `"v"` field, 1 when
-//! absent. Any change to the postcard layout (a field added, removed, reordered or retyped, an
+//! anything else and refuse versions they do not read with [`DecodeError::UnsupportedVersion`],
+//! so a future version may change everything after that byte. The owned forms still read version
+//! 1 (no tool fields; [`OLDEST_READ`]) and the daemon answers a version 1 request in version 1.
+//! In JSON it is an optional `"v"` field, 1 or 2 (the JSON shapes of version 1 are a subset of
+//! version 2's), the current version when absent. Any change to the postcard layout (a field added, removed, reordered or retyped, an
 //! enum variant added) or to the meaning of a JSON field is a new wire version; the golden-bytes
 //! tests guard this.
 //!
@@ -69,7 +85,7 @@
 //!
 //! // Build a request without an allocator: up to 2 messages, strings borrowed.
 //! let mut req: fixed::Request<'_, 2> = fixed::Request::default();
-//! req.messages.push(fixed::Message { role: "user", content: "Is the door open?" }).unwrap();
+//! req.messages.push(fixed::Message::new("user", "Is the door open?")).unwrap();
 //! req.max_tokens = Some(32);
 //! req.temperature = Some(0.2);
 //!
@@ -79,8 +95,8 @@
 //! // ("application/x-postcard") and a Response Topic, then wait for the reply.
 //! assert_eq!(Encoding::Postcard.content_type(), "application/x-postcard");
 //! # let reply = fixed::Response::Final(fixed::Final {
-//! #     id: None, text: "No.", reasoning: None, finish_reason: FinishReason::Stop,
-//! #     usage: Usage::default(), timings: Timings::default(),
+//! #     id: None, text: "No.", reasoning: None, tool_calls: Default::default(),
+//! #     finish_reason: FinishReason::Stop, usage: Usage::default(), timings: Timings::default(),
 //! # });
 //! # let mut out = [0u8; 128];
 //! # let received: &[u8] = fixed::encode_response(&reply, &mut out).unwrap();
@@ -105,7 +121,11 @@ pub mod fixed;
 mod json;
 #[cfg(feature = "alloc")]
 mod owned;
+#[cfg(feature = "alloc")]
+mod tools;
 mod types;
+#[cfg(feature = "alloc")]
+mod v1;
 mod validate;
 mod wire;
 
@@ -115,14 +135,21 @@ pub use heapless;
 #[cfg(feature = "alloc")]
 pub use owned::{
     Chunk, ErrorReply, Final, Message, Request, Response, decode_request, decode_response,
-    encode_request, encode_response,
+    encode_request, encode_response, encode_response_as,
 };
+#[cfg(feature = "alloc")]
+pub use tools::{ResponseFormat, Tool, ToolCall, ToolChoice};
 pub use types::{ErrorCode, FinishReason, Timings, Usage};
 pub use validate::{MAX_ID_LEN, ROLES};
 
 /// The wire version this build speaks: the first byte of every postcard message, the optional
 /// `"v"` of a JSON one.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
+
+/// The oldest wire version the owned forms still read (a postcard request or response of version
+/// 1, from a client built before tool calls; see [`encode_response_as`] to answer one in kind).
+/// The [`fixed`] forms read [`WIRE_VERSION`] only.
+pub const OLDEST_READ: u8 = 1;
 
 /// Content-Type of the JSON encoding.
 pub const CONTENT_TYPE_JSON: &str = "application/json";

@@ -5,22 +5,29 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{self, RequestView, request_floats};
+use crate::tools::{ResponseFormat, Tool, ToolCall, ToolChoice};
+use crate::validate::{self, MessageView, RequestView, has_v2_fields, request_floats};
 use crate::wire::{self, Envelope};
 use crate::{
     DecodeError, EncodeError, Encoding, ErrorCode, FinishReason, Timings, Usage, WIRE_VERSION,
-    fixed,
+    fixed, v1,
 };
 
 /// One chat message (OpenAI shape).
 ///
-/// Postcard: `role`, `content` (each a varint length and UTF-8 bytes).
+/// Postcard: `role`, `content` (each a varint length and UTF-8 bytes), then (wire version 2)
+/// `tool_calls` and `tool_call_id`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Message {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// The text.
     pub content: String,
+    /// The calls an `assistant` message made (tool-call history); empty otherwise.
+    pub tool_calls: Vec<ToolCall>,
+    /// Which call a `tool` message answers (the call's `id`); OpenAI clients send it, Ollama's
+    /// do not (its tool messages answer the calls in order).
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -29,6 +36,8 @@ impl Message {
         Message {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 }
@@ -37,7 +46,8 @@ impl Message {
 ///
 /// Postcard encodes every field in this order (`Option` as a 0/1 tag then the value, `Vec` as a
 /// varint count then the elements, integers as varints, `top_k` zigzagged, floats as 4
-/// little-endian bytes, `stream` as one 0/1 byte). The derived serde impls are that postcard
+/// little-endian bytes, `stream` as one 0/1 byte). The last four fields and the messages' tool
+/// fields are new in wire version 2; a version 1 request (which has none of them) is still read. The derived serde impls are that postcard
 /// shape; the JSON shape is produced by [`encode_request`] and read by [`decode_request`] only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -78,6 +88,16 @@ pub struct Request {
     /// How to report a reasoning model's thinking: `"none"` keeps `<think>…</think>` inline in the
     /// text; otherwise it goes to `reasoning`.
     pub reasoning_format: Option<String>,
+    /// The shape the answer must have; free text when `None`. Decoding is constrained by it, so
+    /// the answer always parses (and validates against the schema) unless cut by `max_tokens`
+    /// (`finish_reason` `length`).
+    pub response_format: Option<ResponseFormat>,
+    /// Functions the model may call; their calls come back in [`Final::tool_calls`].
+    pub tools: Vec<Tool>,
+    /// Whether and which tools must be called; `Auto` when `None`.
+    pub tool_choice: Option<ToolChoice>,
+    /// `Some(false)`: at most one call per answer.
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl Default for Request {
@@ -101,6 +121,10 @@ impl Default for Request {
             frequency_penalty: None,
             stream: false,
             reasoning_format: None,
+            response_format: None,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         }
     }
 }
@@ -117,7 +141,12 @@ impl Request {
             reply_to: self.reply_to.as_deref(),
             has_prompt: self.prompt.is_some(),
             n_messages: self.messages.len(),
-            roles: self.messages.iter().map(|m| m.role.as_str()),
+            messages: self.messages.iter().map(|m| MessageView {
+                role: &m.role,
+                has_calls: !m.tool_calls.is_empty(),
+                has_call_id: m.tool_call_id.is_some(),
+            }),
+            has_v2_fields: has_v2_fields!(self),
             floats: request_floats!(self),
         })
     }
@@ -145,6 +174,10 @@ pub struct Final {
     pub text: String,
     /// The whole thinking text, for reasoning models.
     pub reasoning: Option<String>,
+    /// The tool calls the answer made (wire version 2), with `finish_reason`
+    /// [`FinishReason::ToolCalls`]; every one names a tool of the request and its arguments
+    /// validate against that tool's schema. Their markup is not in `text`.
+    pub tool_calls: Vec<ToolCall>,
     /// Why generation stopped.
     pub finish_reason: FinishReason,
     /// Token counts.
@@ -208,15 +241,17 @@ impl From<ErrorReply> for Response {
 
 /// Decodes a request and checks it with [`Request::validate`].
 ///
-/// Postcard: the first byte must be [`WIRE_VERSION`] (else [`DecodeError::UnsupportedVersion`]
-/// before anything else is read); the message must fill `bytes` exactly. JSON: see the crate
+/// Postcard: the first byte must be a version this build reads, [`WIRE_VERSION`] or 1 (else
+/// [`DecodeError::UnsupportedVersion`] before anything else is read); the message must fill
+/// `bytes` exactly. A version 1 request decodes with `v` 1 and none of the version 2 fields;
+/// answer it with [`encode_response_as`] in version 1. JSON: see the crate
 /// docs; without the `std` feature it is [`DecodeError::UnsupportedContentType`].
 pub fn decode_request(enc: Encoding, bytes: &[u8]) -> Result<Request, DecodeError> {
     let req: Request = match enc {
-        Encoding::Postcard => {
-            wire::check_version(bytes)?;
-            wire::from_postcard(bytes)?
-        }
+        Encoding::Postcard => match wire::version(bytes)? {
+            1 => v1::decode_request(bytes)?,
+            _ => wire::from_postcard(bytes)?,
+        },
         Encoding::Json => return decode_request_json(bytes),
     };
     req.validate()?;
@@ -233,12 +268,15 @@ fn decode_request_json(_: &[u8]) -> Result<Request, DecodeError> {
     Err(DecodeError::UnsupportedContentType)
 }
 
-/// Encodes a request as is (it is not validated, so that tests can send bad ones).
+/// Encodes a request as is (it is not validated, so that tests can send bad ones). Postcard uses
+/// the layout of the request's `v`: version 1 for `v` 1 (then without tool fields, else
+/// [`EncodeError::Serialize`]), the current one otherwise.
 ///
 /// JSON refuses NaN and infinite floats ([`EncodeError::NonFiniteFloat`]) and needs `std`
 /// ([`EncodeError::UnsupportedEncoding`] without it).
 pub fn encode_request(enc: Encoding, req: &Request) -> Result<Vec<u8>, EncodeError> {
     match enc {
+        Encoding::Postcard if req.v == 1 => v1::encode_request(req),
         Encoding::Postcard => postcard::to_allocvec(req).map_err(wire::ser_error),
         #[cfg(feature = "std")]
         Encoding::Json => crate::json::encode_request(req),
@@ -252,22 +290,43 @@ pub fn encode_request(enc: Encoding, req: &Request) -> Result<Vec<u8>, EncodeErr
 ///
 /// JSON refuses NaN and infinite timings ([`EncodeError::NonFiniteFloat`]) and needs `std`.
 pub fn encode_response(enc: Encoding, resp: &Response) -> Result<Vec<u8>, EncodeError> {
-    match enc {
-        Encoding::Postcard => postcard::to_allocvec(&Envelope::new(resp)).map_err(wire::ser_error),
+    encode_response_as(enc, WIRE_VERSION, resp)
+}
+
+/// [`encode_response`] in wire version `version`: the version of the request answered, so that a
+/// client built for version 1 can read it. Version 1 has no tool calls
+/// ([`EncodeError::Serialize`] if the response has some); JSON is the same in both versions.
+pub fn encode_response_as(
+    enc: Encoding,
+    version: u8,
+    resp: &Response,
+) -> Result<Vec<u8>, EncodeError> {
+    match (enc, version) {
+        (Encoding::Postcard, 1) => v1::encode_response(resp),
+        (Encoding::Postcard, WIRE_VERSION) => {
+            postcard::to_allocvec(&Envelope::new(resp)).map_err(wire::ser_error)
+        }
+        (Encoding::Postcard, _) => Err(EncodeError::Serialize(
+            "no such wire version to encode in".into(),
+        )),
         #[cfg(feature = "std")]
-        Encoding::Json => crate::json::encode_response(resp),
+        (Encoding::Json, _) => crate::json::encode_response(resp),
         #[cfg(not(feature = "std"))]
-        Encoding::Json => Err(EncodeError::UnsupportedEncoding),
+        (Encoding::Json, _) => Err(EncodeError::UnsupportedEncoding),
     }
 }
 
 /// Decodes a response.
 ///
-/// Postcard: the version byte, then the [`Response`], filling `bytes` exactly. JSON: told apart by
-/// keys, `error` an error, `delta` a chunk, `text` a final; an optional `"v"` must be 1.
+/// Postcard: the version byte ([`WIRE_VERSION`] or 1), then the [`Response`], filling `bytes`
+/// exactly. JSON: told apart by keys, `error` an error, `delta` a chunk, `text` a final; an
+/// optional `"v"` must be 1 or 2.
 pub fn decode_response(enc: Encoding, bytes: &[u8]) -> Result<Response, DecodeError> {
     match enc {
-        Encoding::Postcard => wire::from_postcard(wire::response_body(bytes)?),
+        Encoding::Postcard => match wire::version(bytes)? {
+            1 => v1::decode_response(bytes),
+            _ => wire::from_postcard(wire::response_body(bytes)?),
+        },
         #[cfg(feature = "std")]
         Encoding::Json => crate::json::decode_response(bytes),
         #[cfg(not(feature = "std"))]
@@ -281,9 +340,54 @@ fn owned(s: &str) -> String {
     String::from(s)
 }
 
+impl From<&fixed::ToolCall<'_>> for ToolCall {
+    fn from(c: &fixed::ToolCall<'_>) -> Self {
+        ToolCall {
+            id: owned(c.id),
+            name: owned(c.name),
+            arguments: owned(c.arguments),
+        }
+    }
+}
+
+impl From<&fixed::Tool<'_>> for Tool {
+    fn from(t: &fixed::Tool<'_>) -> Self {
+        Tool {
+            name: owned(t.name),
+            description: t.description.map(owned),
+            parameters: t.parameters.map(owned),
+        }
+    }
+}
+
+impl From<&fixed::ToolChoice<'_>> for ToolChoice {
+    fn from(c: &fixed::ToolChoice<'_>) -> Self {
+        match c {
+            fixed::ToolChoice::Auto => ToolChoice::Auto,
+            fixed::ToolChoice::None => ToolChoice::None,
+            fixed::ToolChoice::Required => ToolChoice::Required,
+            fixed::ToolChoice::Function(name) => ToolChoice::Function(owned(name)),
+        }
+    }
+}
+
+impl From<&fixed::ResponseFormat<'_>> for ResponseFormat {
+    fn from(f: &fixed::ResponseFormat<'_>) -> Self {
+        match f {
+            fixed::ResponseFormat::JsonObject => ResponseFormat::JsonObject,
+            fixed::ResponseFormat::JsonSchema(s) => ResponseFormat::JsonSchema(owned(s)),
+        }
+    }
+}
+
 impl From<&fixed::Message<'_>> for Message {
     fn from(m: &fixed::Message<'_>) -> Self {
-        Message::new(m.role, m.content)
+        Message {
+            role: owned(m.role),
+            content: owned(m.content),
+            tool_calls: m.tool_calls.iter().map(ToolCall::from).collect(),
+            tool_call_id: m.tool_call_id.map(owned),
+        }
     }
 }
 
@@ -308,6 +412,10 @@ impl<const M: usize> From<&fixed::Request<'_, M>> for Request {
             frequency_penalty: r.frequency_penalty,
             stream: r.stream,
             reasoning_format: r.reasoning_format.map(owned),
+            response_format: r.response_format.as_ref().map(ResponseFormat::from),
+            tools: r.tools.iter().map(Tool::from).collect(),
+            tool_choice: r.tool_choice.as_ref().map(ToolChoice::from),
+            parallel_tool_calls: r.parallel_tool_calls,
         }
     }
 }
@@ -329,6 +437,7 @@ impl From<&fixed::Final<'_>> for Final {
             id: f.id.map(owned),
             text: owned(f.text),
             reasoning: f.reasoning.map(owned),
+            tool_calls: f.tool_calls.iter().map(ToolCall::from).collect(),
             finish_reason: f.finish_reason,
             usage: f.usage,
             timings: f.timings,

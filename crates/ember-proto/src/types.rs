@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// Why generation ended.
 ///
-/// Postcard: variant index (`Stop` = 0, `Length` = 1). JSON: `"stop"`, `"length"`.
+/// Postcard: variant index (`Stop` = 0, `Length` = 1, `ToolCalls` = 2, the last new in wire version
+/// 2). JSON: `"stop"`, `"length"`, `"tool_calls"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
@@ -12,14 +13,17 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached, or the context is full.
     Length,
+    /// The answer is one or more tool calls ([`crate::Final::tool_calls`]), complete and valid.
+    ToolCalls,
 }
 
 impl FinishReason {
-    /// The JSON spelling: `"stop"` or `"length"`.
+    /// The JSON spelling: `"stop"`, `"length"` or `"tool_calls"`.
     pub fn as_str(self) -> &'static str {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 
@@ -28,6 +32,7 @@ impl FinishReason {
         match s {
             "stop" => Some(FinishReason::Stop),
             "length" => Some(FinishReason::Length),
+            "tool_calls" => Some(FinishReason::ToolCalls),
             _ => None,
         }
     }

@@ -1,12 +1,19 @@
 //! Request rules shared by the owned and the fixed forms.
 
-use crate::{DecodeError, WIRE_VERSION, valid_publish_topic};
+use crate::{DecodeError, OLDEST_READ, WIRE_VERSION, valid_publish_topic};
 
 /// The chat roles a message may have.
 pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 /// Longest request `id`, in bytes.
 pub const MAX_ID_LEN: usize = 256;
+
+/// The parts of a message the rules look at.
+pub(crate) struct MessageView<'r> {
+    pub(crate) role: &'r str,
+    pub(crate) has_calls: bool,
+    pub(crate) has_call_id: bool,
+}
 
 /// The parts of a request the rules look at, borrowed from either form.
 pub(crate) struct RequestView<'r, I> {
@@ -15,16 +22,23 @@ pub(crate) struct RequestView<'r, I> {
     pub(crate) reply_to: Option<&'r str>,
     pub(crate) has_prompt: bool,
     pub(crate) n_messages: usize,
-    pub(crate) roles: I,
+    pub(crate) messages: I,
+    /// Tools or a response format (wire version 2 only).
+    pub(crate) has_v2_fields: bool,
     /// (field name, "field must be finite" message, value).
     pub(crate) floats: [(&'static str, &'static str, Option<f32>); 6],
 }
 
-pub(crate) fn check<'r, I: Iterator<Item = &'r str>>(
+pub(crate) fn check<'r, I: Iterator<Item = MessageView<'r>>>(
     view: RequestView<'r, I>,
 ) -> Result<(), DecodeError> {
-    if view.v != WIRE_VERSION {
+    if !(OLDEST_READ..=WIRE_VERSION).contains(&view.v) {
         return Err(DecodeError::UnsupportedVersion(view.v));
+    }
+    if view.v < 2 && view.has_v2_fields {
+        return Err(DecodeError::invalid(
+            "tools, tool calls and `response_format` need wire version 2",
+        ));
     }
     match (view.has_prompt, view.n_messages > 0) {
         (true, true) => {
@@ -39,10 +53,20 @@ pub(crate) fn check<'r, I: Iterator<Item = &'r str>>(
         }
         _ => {}
     }
-    for role in view.roles {
-        if !ROLES.contains(&role) {
+    for m in view.messages {
+        if !ROLES.contains(&m.role) {
             return Err(DecodeError::invalid(
                 "message role must be one of system, user, assistant, tool",
+            ));
+        }
+        if m.has_calls && m.role != "assistant" {
+            return Err(DecodeError::invalid(
+                "only an `assistant` message may carry `tool_calls`",
+            ));
+        }
+        if m.has_call_id && m.role != "tool" {
+            return Err(DecodeError::invalid(
+                "only a `tool` message may carry `tool_call_id`",
             ));
         }
     }
@@ -86,3 +110,19 @@ macro_rules! request_floats {
     };
 }
 pub(crate) use request_floats;
+
+/// Whether a request (either form) carries a field of wire version 2: tools, a tool choice, a
+/// response format, or tool-call history in its messages.
+macro_rules! has_v2_fields {
+    ($r:expr) => {
+        $r.response_format.is_some()
+            || !$r.tools.is_empty()
+            || $r.tool_choice.is_some()
+            || $r.parallel_tool_calls.is_some()
+            || $r
+                .messages
+                .iter()
+                .any(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some())
+    };
+}
+pub(crate) use has_v2_fields;

@@ -22,12 +22,21 @@ impl<'r, B> Envelope<'r, B> {
     }
 }
 
-/// Reads the version byte that starts every postcard message; nothing else is looked at first.
-pub(crate) fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
+/// Reads the version byte that starts every postcard message (nothing else is looked at first):
+/// [`WIRE_VERSION`] or an older one the owned forms still read ([`OLDEST_READ`](crate::OLDEST_READ)).
+pub(crate) fn version(bytes: &[u8]) -> Result<u8, DecodeError> {
     match bytes.first() {
         None => Err(DecodeError::malformed("empty message")),
-        Some(&WIRE_VERSION) => Ok(()),
+        Some(&v) if (crate::OLDEST_READ..=WIRE_VERSION).contains(&v) => Ok(v),
         Some(&v) => Err(DecodeError::UnsupportedVersion(v)),
+    }
+}
+
+/// [`version`], and it must be [`WIRE_VERSION`] (the fixed forms read only that one).
+pub(crate) fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
+    match version(bytes)? {
+        WIRE_VERSION => Ok(()),
+        v => Err(DecodeError::UnsupportedVersion(v)),
     }
 }
 

@@ -6,8 +6,8 @@ mod common;
 use common::owned;
 use ember_proto::{
     Chunk, DecodeError, EncodeError, Encoding, ErrorCode, ErrorReply, Final, FinishReason, Message,
-    Request, Response, Timings, Usage, decode_request, decode_response, encode_request,
-    encode_response,
+    Request, Response, ResponseFormat, Timings, ToolChoice, Usage, decode_request, decode_response,
+    encode_request, encode_response,
 };
 
 fn json(resp: &Response) -> String {
@@ -66,6 +66,7 @@ fn final_json_text() {
         id: Some("a".into()),
         text: "Hello".into(),
         reasoning: None,
+        tool_calls: Vec::new(),
         finish_reason: FinishReason::Stop,
         usage: Usage::default(),
         timings: Timings::default(),
@@ -78,6 +79,26 @@ fn final_json_text() {
             r#""timings":{"queued_ms":0.0,"prompt_n":0,"prompt_ms":0.0,"predicted_n":0,"predicted_ms":0.0,"#,
             r#""prompt_per_second":0.0,"predicted_per_second":0.0}}"#
         )
+    );
+}
+
+#[test]
+fn tool_final_json_text() {
+    // OpenAI's shape: `arguments` a string of JSON.
+    assert_eq!(
+        json(&owned::tool_final()),
+        concat!(
+            r#"{"text":"","tool_calls":[{"id":"c1","type":"function","function":{"name":"on","arguments":"{}"}}],"#,
+            r#""finish_reason":"tool_calls","#,
+            r#""usage":{"prompt_tokens":10,"completion_tokens":200,"total_tokens":210,"cached_tokens":0},"#,
+            r#""timings":{"queued_ms":1.5,"prompt_n":10,"prompt_ms":2.0,"predicted_n":200,"predicted_ms":1000.0,"#,
+            r#""prompt_per_second":5000.0,"predicted_per_second":200.0}}"#
+        )
+    );
+    let bytes = encode_response(Encoding::Json, &owned::tool_final()).expect("encodes");
+    assert_eq!(
+        decode_response(Encoding::Json, &bytes).expect("decodes"),
+        owned::tool_final()
     );
 }
 
@@ -264,7 +285,10 @@ fn openai_chat_body() {
                 Message::new("system", "Be brief."),
                 Message::new("user", "Hello, world"),
                 Message::new("assistant", ""),
-                Message::new("tool", "42"),
+                Message {
+                    tool_call_id: Some("x".into()),
+                    ..Message::new("tool", "42")
+                },
             ],
             max_tokens: Some(64),
             temperature: Some(0.2),
@@ -359,15 +383,16 @@ fn request_invalid_values() {
 #[test]
 fn request_versions_and_malformed() {
     assert_eq!(
-        parse(r#"{"v":2,"prompt":"x"}"#),
-        Err(DecodeError::UnsupportedVersion(2))
+        parse(r#"{"v":3,"prompt":"x"}"#),
+        Err(DecodeError::UnsupportedVersion(3))
     );
+    assert_eq!(parse_ok(r#"{"v":2,"prompt":"x"}"#).v, 2);
     // The version is checked before anything else.
     assert_eq!(
         parse(r#"{"v":0,"messages":"garbage"}"#),
         Err(DecodeError::UnsupportedVersion(0))
     );
-    assert_eq!(parse_ok(r#"{"v":null,"prompt":"x"}"#).v, 1);
+    assert_eq!(parse_ok(r#"{"v":null,"prompt":"x"}"#).v, 2);
     assert!(matches!(
         parse(r#"{"v":"1","prompt":"x"}"#),
         Err(DecodeError::Invalid(_))
@@ -415,19 +440,144 @@ fn json_request_v_emitted_only_when_not_default() {
 }
 
 #[test]
-fn structured_output_and_tools_are_refused_by_name() {
+fn other_dialects_of_structured_output_are_refused_by_name() {
     for field in [
-        r#""response_format": {"type": "json_object"}"#,
         r#""json_schema": {"type": "object"}"#,
         r#""grammar": "start: \"a\"""#,
         r#""format": "json""#,
-        r#""tools": []"#,
-        r#""tool_choice": "auto""#,
     ] {
         let msg = assert_invalid(&format!(r#"{{"prompt": "hi", {field}}}"#));
         let key = field.split('"').nth(1).expect("a quoted key");
         assert!(msg.contains(key), "{field}: {msg}");
+        assert!(msg.contains("response_format"), "{field}: {msg}");
     }
     // `null` is absent, as for every field.
-    parse_ok(r#"{"prompt": "hi", "tools": null, "response_format": null}"#);
+    parse_ok(r#"{"prompt": "hi", "format": null, "response_format": null}"#);
+}
+
+#[test]
+fn tool_fields_in_openai_and_ollama_shapes() {
+    let req = parse_ok(
+        r#"{"messages":[
+            {"role":"user","content":"on?"},
+            {"role":"assistant","content":null,"tool_calls":[
+                {"id":"c1","type":"function","function":{"name":"on","arguments":"{}"}}]},
+            {"role":"tool","content":"ok","tool_call_id":"c1"}],
+          "tools":[{"type":"function","function":{"name":"on","description":"x","parameters":{}}}],
+          "tool_choice":{"type":"function","function":{"name":"on"}},
+          "parallel_tool_calls":false,
+          "response_format":{"type":"json_schema","json_schema":{"name":"r","schema":{}}}}"#,
+    );
+    assert_eq!(req, owned::tool_request());
+    // And back: the JSON encoding reads as the same request.
+    let bytes = encode_request(Encoding::Json, &req).expect("encodes");
+    assert_eq!(decode_request(Encoding::Json, &bytes), Ok(req));
+
+    // Ollama's history: arguments an object, no call id.
+    let req = parse_ok(
+        r#"{"messages":[{"role":"assistant","content":"","tool_calls":[
+            {"function":{"name":"HassTurnOn","arguments":{"name":"lamp"}}}]}],
+          "tool_choice":"required","response_format":{"type":"json_object"}}"#,
+    );
+    let call = &req.messages[0].tool_calls[0];
+    assert_eq!(call.id, "");
+    assert_eq!(call.name, "HassTurnOn");
+    assert_eq!(call.arguments, r#"{"name":"lamp"}"#);
+    assert_eq!(req.tool_choice, Some(ToolChoice::Required));
+    assert_eq!(req.response_format, Some(ResponseFormat::JsonObject));
+    for (choice, want) in [("auto", ToolChoice::Auto), ("none", ToolChoice::None)] {
+        let r = parse_ok(&format!(r#"{{"prompt":"x","tool_choice":"{choice}"}}"#));
+        assert_eq!(r.tool_choice, Some(want));
+    }
+    // llama-server's json_object with a schema; `text` is free text.
+    let r = parse_ok(
+        r#"{"prompt":"x","response_format":{"type":"json_object","schema":{"type":"string"}}}"#,
+    );
+    assert_eq!(
+        r.response_format,
+        Some(ResponseFormat::JsonSchema(r#"{"type":"string"}"#.into()))
+    );
+    let r = parse_ok(r#"{"prompt":"x","response_format":{"type":"text"}}"#);
+    assert_eq!(r.response_format, None);
+}
+
+#[test]
+fn bad_tool_fields_are_invalid_with_their_path() {
+    let user = r#""messages":[{"role":"user","content":"x"}]"#;
+    for (extra, path) in [
+        (r#""tools":{}"#, "tools"),
+        (r#""tools":[3]"#, "tools[0]"),
+        (
+            r#""tools":[{"type":"retrieval","function":{"name":"a"}}]"#,
+            "tools[0].type",
+        ),
+        (r#""tools":[{"type":"function"}]"#, "tools[0].function"),
+        (
+            r#""tools":[{"function":{"description":"d"}}]"#,
+            "tools[0].function.name",
+        ),
+        (
+            r#""tools":[{"function":{"name":"a","parameters":"{}"}}]"#,
+            "tools[0].function.parameters",
+        ),
+        (r#""tool_choice":"always""#, "tool_choice"),
+        (r#""tool_choice":{"type":"function"}"#, "tool_choice"),
+        (r#""parallel_tool_calls":"no""#, "parallel_tool_calls"),
+        (r#""response_format":"json""#, "response_format"),
+        (
+            r#""response_format":{"type":"yaml"}"#,
+            "response_format.type",
+        ),
+        (
+            r#""response_format":{"type":"json_schema"}"#,
+            "response_format.json_schema",
+        ),
+        (
+            r#""response_format":{"type":"json_schema","json_schema":{"name":"a"}}"#,
+            "response_format.json_schema.schema",
+        ),
+        (
+            r#""response_format":{"type":"json_schema","json_schema":{"schema":[1]}}"#,
+            "response_format.json_schema.schema",
+        ),
+    ] {
+        let msg = assert_invalid(&format!("{{{user},{extra}}}"));
+        assert!(msg.contains(&format!("`{path}`")), "{extra}: {msg}");
+    }
+    for (messages, path) in [
+        (
+            r#"[{"role":"assistant","tool_calls":{}}]"#,
+            "messages[0].tool_calls",
+        ),
+        (
+            r#"[{"role":"assistant","tool_calls":[{"id":"c"}]}]"#,
+            "messages[0].tool_calls[0].function",
+        ),
+        (
+            r#"[{"role":"assistant","tool_calls":[{"function":{"arguments":"{}"}}]}]"#,
+            "messages[0].tool_calls[0].function.name",
+        ),
+        (
+            r#"[{"role":"assistant","tool_calls":[{"function":{"name":"a","arguments":[]}}]}]"#,
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            r#"[{"role":"tool","content":"x","tool_call_id":5}]"#,
+            "messages[0].tool_call_id",
+        ),
+        (
+            r#"[{"role":"user","content":"x","tool_call_id":"c"}]"#,
+            "tool_call_id",
+        ),
+        (
+            r#"[{"role":"user","content":"x","tool_calls":[{"function":{"name":"a"}}]}]"#,
+            "tool_calls",
+        ),
+    ] {
+        let msg = assert_invalid(&format!(r#"{{"messages":{messages}}}"#));
+        assert!(msg.contains(&format!("`{path}`")), "{messages}: {msg}");
+    }
+    // A version 1 request cannot carry them.
+    let msg = assert_invalid(&format!(r#"{{"v":1,{user},"tool_choice":"auto"}}"#));
+    assert!(msg.contains("wire version 2"), "{msg}");
 }

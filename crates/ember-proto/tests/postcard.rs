@@ -19,10 +19,21 @@ fn fixed_request_golden_bytes() {
 }
 
 #[test]
+fn fixed_tool_request_golden_bytes() {
+    let mut buf = [0u8; 256];
+    let bytes = fixed::encode_request(&fixed_tool_request(), &mut buf).expect("fits");
+    assert_eq!(bytes, TOOL_REQUEST_BYTES);
+    let decoded: fixed::Request<'_, 3> =
+        fixed::decode_request(TOOL_REQUEST_BYTES).expect("decodes");
+    assert_eq!(decoded, fixed_tool_request());
+}
+
+#[test]
 fn fixed_response_golden_bytes() {
     for (resp, golden) in [
         (fixed_chunk(), CHUNK_BYTES),
         (fixed_final(), FINAL_BYTES),
+        (fixed_tool_final(), TOOL_FINAL_BYTES),
         (fixed_error(), ERROR_BYTES),
     ] {
         let mut buf = [0u8; 128];
@@ -83,7 +94,8 @@ fn fixed_decode_validates() {
 #[test]
 fn unsupported_version_is_read_first() {
     for golden in [REQUEST_BYTES, CHUNK_BYTES, FINAL_BYTES, ERROR_BYTES] {
-        for v in [0u8, 2, 0x80, 0xFF] {
+        // The fixed forms read the current version only: version 1 too is refused.
+        for v in [0u8, 1, 3, 0x80, 0xFF] {
             // Everything after the version byte is garbage: the version must be reported anyway.
             let bad = [v, 0xFF, 0xFF, 0xFF];
             assert_eq!(
@@ -101,7 +113,22 @@ fn unsupported_version_is_read_first() {
             assert_eq!(err.code(), ErrorCode::UnsupportedVersion);
         }
     }
-    assert_eq!(WIRE_VERSION, 1);
+    assert_eq!(WIRE_VERSION, 2);
+}
+
+#[test]
+fn fixed_tool_capacity_exceeded_is_malformed() {
+    // Three messages do not fit two; more calls than MAX_TOOL_CALLS do not fit a reply.
+    let err = fixed::decode_request::<2>(TOOL_REQUEST_BYTES).expect_err("too many messages");
+    assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
+    let mut many = TOOL_FINAL_BYTES[..5].to_vec();
+    many.push(fixed::MAX_TOOL_CALLS as u8 + 1);
+    for _ in 0..=fixed::MAX_TOOL_CALLS {
+        many.extend_from_slice(&TOOL_FINAL_BYTES[6..15]);
+    }
+    many.extend_from_slice(&TOOL_FINAL_BYTES[15..]);
+    let err = fixed::decode_response(&many).expect_err("too many calls");
+    assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
 }
 
 #[test]
@@ -127,16 +154,16 @@ fn fixed_truncated_and_trailing_are_malformed() {
 #[test]
 fn bad_bytes_are_malformed() {
     let cases: &[(&[u8], &str)] = &[
-        (&[0x01, 0x03], "response variant 3"),
-        (&[0x01, 0x02, 0x00, 0x0A, 0x00], "error code 10"),
-        (&[0x01, 0x00, 0x02], "Option tag 2"),
-        (&[0x01, 0x00, 0x00, 0x00, 0x01, 0xFF, 0x00], "invalid UTF-8"),
+        (&[0x02, 0x03], "response variant 3"),
+        (&[0x02, 0x02, 0x00, 0x0A, 0x00], "error code 10"),
+        (&[0x02, 0x00, 0x02], "Option tag 2"),
+        (&[0x02, 0x00, 0x00, 0x00, 0x01, 0xFF, 0x00], "invalid UTF-8"),
         (
-            &[0x01, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+            &[0x02, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
             "varint overflow",
         ),
         (
-            &[0x01, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x7F],
+            &[0x02, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x7F],
             "huge length",
         ),
     ];
@@ -184,16 +211,59 @@ mod owned_forms {
     use common::owned;
     use ember_proto::{
         Encoding, Request, Response, decode_request, decode_response, encode_request,
-        encode_response,
+        encode_response, encode_response_as,
     };
 
     #[test]
     fn request_golden_bytes() {
-        let bytes = encode_request(Encoding::Postcard, &owned::request()).expect("encodes");
-        assert_eq!(bytes, REQUEST_BYTES);
+        for (req, golden) in [
+            (owned::request(), REQUEST_BYTES),
+            (owned::tool_request(), TOOL_REQUEST_BYTES),
+        ] {
+            let bytes = encode_request(Encoding::Postcard, &req).expect("encodes");
+            assert_eq!(bytes, golden);
+            assert_eq!(
+                decode_request(Encoding::Postcard, golden).expect("decodes"),
+                req
+            );
+        }
+    }
+
+    /// A client built for wire version 1 keeps working: its requests are read (with `v` 1 and
+    /// no tool fields) and answered in version 1, byte for byte what it expects.
+    #[test]
+    fn version_1_is_read_and_answered_in_kind() {
+        let req = decode_request(Encoding::Postcard, V1_REQUEST_BYTES).expect("decodes");
         assert_eq!(
-            decode_request(Encoding::Postcard, REQUEST_BYTES).expect("decodes"),
-            owned::request()
+            req,
+            Request {
+                v: 1,
+                ..owned::request()
+            }
+        );
+        for ((name, resp, _), v1) in owned::responses()
+            .into_iter()
+            .filter(|(name, _, _)| *name != "tool final")
+            .zip([V1_CHUNK_BYTES, V1_FINAL_BYTES, V1_ERROR_BYTES])
+        {
+            let bytes = encode_response_as(Encoding::Postcard, 1, &resp).expect("encodes");
+            assert_eq!(bytes, v1, "{name}");
+            assert_eq!(
+                decode_response(Encoding::Postcard, v1).expect("decodes"),
+                resp,
+                "{name}"
+            );
+        }
+        // Version 1 has no tool calls: such a reply cannot be written in it.
+        assert!(encode_response_as(Encoding::Postcard, 1, &owned::tool_final()).is_err());
+        // A version 1 request cannot carry version 2 fields.
+        let mut r = owned::tool_request();
+        r.v = 1;
+        assert!(matches!(r.validate(), Err(DecodeError::Invalid(_))));
+        // The fixed forms do not read version 1.
+        assert_eq!(
+            fixed::decode_request::<2>(V1_REQUEST_BYTES),
+            Err(DecodeError::UnsupportedVersion(1))
         );
     }
 
@@ -217,8 +287,17 @@ mod owned_forms {
         let req = decode_request(Encoding::Postcard, bytes).expect("decodes");
         assert_eq!(req, owned::request());
         assert_eq!(req, Request::from(&fixed_request()));
+        let bytes = fixed::encode_request(&fixed_tool_request(), &mut buf).expect("fits");
+        let req = decode_request(Encoding::Postcard, bytes).expect("decodes");
+        assert_eq!(req, owned::tool_request());
+        assert_eq!(req, Request::from(&fixed_tool_request()));
 
-        for fixed_resp in [fixed_chunk(), fixed_final(), fixed_error()] {
+        for fixed_resp in [
+            fixed_chunk(),
+            fixed_final(),
+            fixed_tool_final(),
+            fixed_error(),
+        ] {
             let mut buf = [0u8; 128];
             let bytes = fixed::encode_response(&fixed_resp, &mut buf).expect("fits");
             let resp = decode_response(Encoding::Postcard, bytes).expect("decodes");
@@ -237,11 +316,12 @@ mod owned_forms {
             &bytes[..]
         );
 
-        for ((_, resp, _), fixed_resp) in
-            owned::responses()
-                .into_iter()
-                .zip([fixed_chunk(), fixed_final(), fixed_error()])
-        {
+        for ((_, resp, _), fixed_resp) in owned::responses().into_iter().zip([
+            fixed_chunk(),
+            fixed_final(),
+            fixed_tool_final(),
+            fixed_error(),
+        ]) {
             let bytes = encode_response(Encoding::Postcard, &resp).expect("encodes");
             assert_eq!(fixed::decode_response(&bytes).expect("decodes"), fixed_resp);
         }
@@ -256,7 +336,7 @@ mod owned_forms {
                 message: String::new(),
             });
             let bytes = encode_response(Encoding::Postcard, &resp).expect("encodes");
-            assert_eq!(bytes, [1, 2, 0, i as u8, 0], "{code:?}");
+            assert_eq!(bytes, [2, 2, 0, i as u8, 0], "{code:?}");
             assert_eq!(
                 decode_response(Encoding::Postcard, &bytes).expect("decodes"),
                 resp
@@ -267,18 +347,20 @@ mod owned_forms {
     #[test]
     fn owned_unsupported_version_truncation_and_trailing() {
         let mut bytes = REQUEST_BYTES.to_vec();
-        bytes[0] = 2;
+        bytes[0] = 3;
         assert_eq!(
             decode_request(Encoding::Postcard, &bytes),
-            Err(DecodeError::UnsupportedVersion(2))
+            Err(DecodeError::UnsupportedVersion(3))
         );
         assert_eq!(
             decode_response(Encoding::Postcard, &[7]),
             Err(DecodeError::UnsupportedVersion(7))
         );
-        for n in 0..REQUEST_BYTES.len() {
-            let err = decode_request(Encoding::Postcard, &REQUEST_BYTES[..n]).expect_err("cut");
-            assert!(matches!(err, DecodeError::Malformed(_)), "{n}: {err:?}");
+        for golden in [REQUEST_BYTES, TOOL_REQUEST_BYTES, V1_REQUEST_BYTES] {
+            for n in 0..golden.len() {
+                let err = decode_request(Encoding::Postcard, &golden[..n]).expect_err("cut");
+                assert!(matches!(err, DecodeError::Malformed(_)), "{n}: {err:?}");
+            }
         }
         for (name, _, golden) in owned::responses() {
             for n in 0..golden.len() {
@@ -304,7 +386,8 @@ mod owned_forms {
             let len = (rng.next() % 96) as usize;
             let mut bytes = rng.bytes(len);
             if let Some(b) = bytes.first_mut() {
-                *b = WIRE_VERSION;
+                // Both versions the owned forms read.
+                *b = 1 + (*b & 1);
             }
             for enc in [Encoding::Postcard, Encoding::Json] {
                 if let Ok(resp) = decode_response(enc, &bytes)

@@ -147,8 +147,8 @@ fn fixed_validate() {
     assert_eq!(r.validate(), Ok(()));
 
     let mut r = ok;
-    r.v = 2;
-    assert_eq!(r.validate(), Err(DecodeError::UnsupportedVersion(2)));
+    r.v = 3;
+    assert_eq!(r.validate(), Err(DecodeError::UnsupportedVersion(3)));
 }
 
 #[cfg(feature = "alloc")]
@@ -182,7 +182,7 @@ fn owned_validate_matches_fixed() {
             "{i}"
         );
     }
-    assert_eq!(Request::default().v, 1);
+    assert_eq!(Request::default().v, 2);
 }
 
 #[test]
@@ -193,9 +193,9 @@ fn error_display() {
     );
     assert_eq!(
         DecodeError::UnsupportedVersion(3).to_string(),
-        "unsupported wire version 3 (this build speaks version 1)"
+        "unsupported wire version 3 (this build speaks version 2)"
     );
-    let err = fixed::decode_response(&[1]).expect_err("truncated");
+    let err = fixed::decode_response(&[2]).expect_err("truncated");
     assert_eq!(
         err.to_string(),
         "malformed message: postcard: truncated, the input ends inside the message"

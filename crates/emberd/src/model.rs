@@ -75,10 +75,17 @@ pub fn chat_prompt(
     let mut req = RenderRequest::new(messages)
         .with_generation_prompt(true)
         .with_special_tokens(name(tok.bos()), name(tok.eos()));
+    let mut thinking_off = false;
     for (k, v) in vars {
+        thinking_off |= k == "enable_thinking" && v == serde_json::Value::Bool(false);
         req = req.with_var(k, v);
     }
-    let rendered = tmpl.render(&req)?;
+    let mut rendered = tmpl.render(&req)?;
+    // Thinking switched off on a template that always opens `<think>` (DeepSeek-R1 and its
+    // distills have no switch): the block is closed empty, as llama.cpp does for them.
+    if thinking_off && ember_toolcall::prompt_opens_think(&rendered) {
+        rendered.push_str("</think>\n\n");
+    }
     // Templates write the BOS text themselves; add the token only where they do not.
     let bos_text = name(tok.bos());
     let add_bos =

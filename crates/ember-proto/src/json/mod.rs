@@ -13,10 +13,12 @@ use std::vec::Vec;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+mod tools;
+
 use crate::validate::request_floats;
 use crate::{
-    Chunk, DecodeError, EncodeError, ErrorCode, ErrorReply, Final, FinishReason, Message, Request,
-    Response, Timings, Usage, WIRE_VERSION,
+    Chunk, DecodeError, EncodeError, ErrorCode, ErrorReply, Final, FinishReason, Message,
+    OLDEST_READ, Request, Response, Timings, Usage, WIRE_VERSION,
 };
 
 type Object = Map<String, Value>;
@@ -39,7 +41,7 @@ struct JsonRequest<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<&'r str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    messages: &'r [Message],
+    messages: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt: Option<&'r str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +67,14 @@ struct JsonRequest<'r> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_format: Option<&'r str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +94,8 @@ struct JsonFinal<'r> {
     text: &'r str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning: Option<&'r str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Value>,
     finish_reason: &'static str,
     usage: &'r Usage,
     timings: JsonTimings,
@@ -136,7 +148,7 @@ pub(crate) fn encode_request(req: &Request) -> Result<Vec<u8>, EncodeError> {
         id: req.id.as_deref(),
         reply_to: req.reply_to.as_deref(),
         model: req.model.as_deref(),
-        messages: &req.messages,
+        messages: req.messages.iter().map(tools::message_to_json).collect(),
         prompt: req.prompt.as_deref(),
         max_tokens: req.max_tokens,
         temperature: req.temperature,
@@ -150,6 +162,14 @@ pub(crate) fn encode_request(req: &Request) -> Result<Vec<u8>, EncodeError> {
         frequency_penalty: req.frequency_penalty,
         stream: req.stream,
         reasoning_format: req.reasoning_format.as_deref(),
+        response_format: req
+            .response_format
+            .as_ref()
+            .map(tools::response_format_to_json)
+            .transpose()?,
+        tools: tools::tools_to_json(&req.tools)?,
+        tool_choice: req.tool_choice.as_ref().map(tools::tool_choice_to_json),
+        parallel_tool_calls: req.parallel_tool_calls,
     })
 }
 
@@ -170,6 +190,7 @@ pub(crate) fn encode_response(resp: &Response) -> Result<Vec<u8>, EncodeError> {
                 id: f.id.as_deref(),
                 text: &f.text,
                 reasoning: f.reasoning.as_deref(),
+                tool_calls: (!f.tool_calls.is_empty()).then(|| tools::calls_to_json(&f.tool_calls)),
                 finish_reason: f.finish_reason.as_str(),
                 usage: &f.usage,
                 timings: JsonTimings {
@@ -206,12 +227,13 @@ fn parse_object(bytes: &[u8], what: &str) -> Result<Object, DecodeError> {
     }
 }
 
-/// The optional `"v"`: absent or null means [`WIRE_VERSION`].
+/// The optional `"v"`: absent or null means [`WIRE_VERSION`]; every version from
+/// [`OLDEST_READ`] on is read (the JSON of an older version is a subset of the newer).
 fn check_version(obj: &Object) -> Result<(), DecodeError> {
     match get(obj, "v") {
         None => Ok(()),
         Some(v) => match v.as_u64() {
-            Some(n) if n == u64::from(WIRE_VERSION) => Ok(()),
+            Some(n) if (u64::from(OLDEST_READ)..=u64::from(WIRE_VERSION)).contains(&n) => Ok(()),
             Some(n) if n <= u64::from(u8::MAX) => Err(DecodeError::UnsupportedVersion(n as u8)),
             _ => Err(DecodeError::invalid(format!(
                 "`v` must be a wire version number (this build speaks {WIRE_VERSION}), not {v}"
@@ -391,7 +413,23 @@ fn message(i: usize, item: &Value) -> Result<Message, DecodeError> {
             )));
         }
     };
-    Ok(Message { role, content })
+    Ok(Message {
+        role,
+        content,
+        tool_calls: tools::calls_from_json(
+            get(m, "tool_calls"),
+            &format!("messages[{i}].tool_calls"),
+        )?,
+        tool_call_id: match get(m, "tool_call_id") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return Err(DecodeError::invalid(format!(
+                    "`messages[{i}].tool_call_id` must be a string"
+                )));
+            }
+        },
+    })
 }
 
 fn text_part(part: &Value) -> Option<&str> {
@@ -402,34 +440,24 @@ fn text_part(part: &Value) -> Option<&str> {
     part.get("text")?.as_str()
 }
 
-/// Fields the HTTP routes implement but this wire version does not carry yet: refused by name, so
-/// a request that asks for structured output or tool calls is never answered as free text.
-const NOT_ON_THE_WIRE: [&str; 6] = [
-    "response_format",
-    "json_schema",
-    "grammar",
-    "format",
-    "tools",
-    "tool_choice",
-];
+/// Fields of the HTTP routes that say the same as `response_format` in other dialects
+/// (llama-server's `json_schema` and `grammar`, Ollama's `format`): refused by name, so that a
+/// request asking for structured output is never answered as free text.
+const NOT_ON_THE_WIRE: [&str; 3] = ["json_schema", "grammar", "format"];
 
 pub(crate) fn decode_request(bytes: &[u8]) -> Result<Request, DecodeError> {
     let obj = parse_object(bytes, "a request")?;
     check_version(&obj)?;
-    // `{"type": "text"}` is free text: what every request gets.
-    let free_text = |k: &str, v: &Value| {
-        k == "response_format" && v.get("type").and_then(Value::as_str) == Some("text")
-    };
-    if let Some(k) = NOT_ON_THE_WIRE
-        .iter()
-        .find(|k| get(&obj, k).is_some_and(|v| !free_text(k, v)))
-    {
+    if let Some(k) = NOT_ON_THE_WIRE.iter().find(|k| get(&obj, k).is_some()) {
         return Err(DecodeError::invalid(format!(
-            "`{k}` is not supported over MQTT in wire version {WIRE_VERSION} (use the HTTP API)"
+            "`{k}` is not part of the MQTT request: use `response_format` \
+             ({{\"type\":\"json_object\"}} or {{\"type\":\"json_schema\",\"json_schema\":{{\"schema\":…}}}})"
         )));
     }
     let req = Request {
-        v: WIRE_VERSION,
+        v: get(&obj, "v")
+            .and_then(Value::as_u64)
+            .map_or(WIRE_VERSION, |v| v as u8),
         id: opt_str(&obj, "id")?,
         reply_to: opt_str(&obj, "reply_to")?,
         model: opt_str(&obj, "model")?,
@@ -451,6 +479,14 @@ pub(crate) fn decode_request(bytes: &[u8]) -> Result<Request, DecodeError> {
             Some(_) => return Err(wrong_type("stream", "true or false")),
         },
         reasoning_format: opt_str(&obj, "reasoning_format")?,
+        response_format: tools::response_format(&obj)?,
+        tools: tools::tools(&obj)?,
+        tool_choice: tools::tool_choice(&obj)?,
+        parallel_tool_calls: match get(&obj, "parallel_tool_calls") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return Err(wrong_type("parallel_tool_calls", "true or false")),
+        },
     };
     req.validate()?;
     Ok(req)
@@ -487,6 +523,7 @@ pub(crate) fn decode_response(bytes: &[u8]) -> Result<Response, DecodeError> {
             id,
             text: req_str(&obj, "text")?,
             reasoning: opt_str(&obj, "reasoning")?,
+            tool_calls: tools::calls_from_json(get(&obj, "tool_calls"), "tool_calls")?,
             finish_reason,
             usage: Usage {
                 prompt_tokens: req_u32(usage, "prompt_tokens")?,

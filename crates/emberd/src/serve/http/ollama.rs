@@ -186,9 +186,9 @@ async fn run(
             )
             .into());
         }
-        tools.constraint(loaded, p.opens_think).await?
+        tools.constraint(loaded, p.think(loaded)).await?
     } else {
-        structured::compile(loaded, wanted, p.opens_think).await?
+        structured::compile(loaded, wanted, p.think(loaded)).await?
     };
     let running = generation::submit(state, loaded, ctx, p.ids, gen_params, None)?;
     let st = NdState {

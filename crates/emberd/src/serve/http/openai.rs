@@ -19,6 +19,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use ember_toolcall::Think;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -121,9 +122,9 @@ pub(super) async fn chat(
         .knobs
         .generate_params(req.requested_max(), prompt.ids.len(), n_ctx)?;
     gen_params.constraint = if tools.active() {
-        tools.constraint(loaded, prompt.opens_think).await?
+        tools.constraint(loaded, prompt.think(loaded)).await?
     } else {
-        structured::compile(loaded, wanted, prompt.opens_think).await?
+        structured::compile(loaded, wanted, prompt.think(loaded)).await?
     };
     let running = generation::submit(&state, loaded, &ctx, prompt.ids, gen_params, None)?;
     let split = (loaded.thinks() && req.split_reasoning()).then_some(prompt.opens_think);
@@ -161,7 +162,7 @@ pub(super) async fn completions(
     let mut gen_params = req
         .knobs
         .generate_params(req.requested_max(), ids.len(), n_ctx)?;
-    gen_params.constraint = structured::compile(loaded, wanted(&req)?, false).await?;
+    gen_params.constraint = structured::compile(loaded, wanted(&req)?, Think::None).await?;
     let running = generation::submit(&state, loaded, &ctx, ids, gen_params, None)?;
     let meta = Meta::new(Kind::Text, loaded);
     if req.stream.unwrap_or(false) {

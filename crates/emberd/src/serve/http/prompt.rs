@@ -13,6 +13,7 @@ use super::error::ApiError;
 use super::reasoning;
 use ember_tokenizer::Tokenizer;
 use ember_tokenizer::template::{ChatTemplate, TemplateError};
+use ember_toolcall::Think;
 use serde_json::{Map, Value};
 use std::sync::{Arc, OnceLock};
 
@@ -22,6 +23,25 @@ pub(crate) struct Prompt {
     pub ids: Vec<u32>,
     /// The rendered prompt leaves the model inside a `<think>` block.
     pub opens_think: bool,
+    /// No reasoning before the answer: the request switched thinking off (`enable_thinking:
+    /// false`, Ollama's `think: false`), or the prompt ends with a closed `</think>` (DeepSeek
+    /// V3.1 and Qwen 3 with thinking off render an empty block).
+    pub thinking_off: bool,
+}
+
+impl Prompt {
+    /// How a constrained answer may reason before its constrained part: inside the block the
+    /// prompt opened; not at all when thinking is off or the model never thinks; else an optional
+    /// leading `<think>…</think>` (as `ember_toolcall::GrammarOptions::for_prompt` decides).
+    pub fn think(&self, loaded: &Loaded) -> Think {
+        if self.opens_think {
+            Think::Open
+        } else if self.thinking_off || !loaded.thinks() {
+            Think::None
+        } else {
+            Think::Optional
+        }
+    }
 }
 
 /// Whether `requested` names the loaded model: absent or empty (any model), its id or an alias,
@@ -91,6 +111,8 @@ pub(crate) fn chat_prompt(input: &ChatInput) -> Result<Prompt, ApiError> {
     Ok(Prompt {
         ids,
         opens_think: reasoning::prompt_opens_think(&rendered),
+        thinking_off: input.vars.get("enable_thinking") == Some(&Value::Bool(false))
+            || rendered.trim_end().ends_with("</think>"),
     })
 }
 
@@ -99,6 +121,7 @@ pub(crate) fn text_prompt(tok: &Tokenizer, text: &str) -> Prompt {
     Prompt {
         ids: tok.encode(text, true, true),
         opens_think: false,
+        thinking_off: false,
     }
 }
 

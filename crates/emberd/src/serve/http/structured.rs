@@ -70,20 +70,13 @@ impl Wanted {
     }
 }
 
-/// The compiled constraint for `wanted` (None for free text). `opens_think`: the prompt leaves the
-/// model inside a reasoning block, which the grammar lets it close before the answer.
+/// The compiled constraint for `wanted` (None for free text). `think`: how the answer may reason
+/// before its constrained part ([`super::prompt::Prompt::think`]).
 pub(crate) async fn compile(
     loaded: &Loaded,
     wanted: Wanted,
-    opens_think: bool,
+    think: Think,
 ) -> Result<Option<Constraint>, ApiError> {
-    let think = if opens_think {
-        Think::Open
-    } else if loaded.thinks() {
-        Think::Optional
-    } else {
-        Think::None
-    };
     let spec = match wanted {
         Wanted::Free => return Ok(None),
         Wanted::Grammar(lark) => GrammarSpec {

@@ -97,20 +97,14 @@ impl Tools {
     pub async fn constraint(
         &self,
         loaded: &Loaded,
-        opens_think: bool,
+        think: Think,
     ) -> Result<Option<Constraint>, ApiError> {
         if !self.active() {
             return Ok(None);
         }
         let mut opts = GrammarOptions::for_family(&self.family);
         opts.max_calls = self.max_calls;
-        opts.think = if opens_think {
-            Think::Open
-        } else if loaded.thinks() {
-            Think::Optional
-        } else {
-            Think::None
-        };
+        opts.think = think;
         // Markup that is a control token in this vocabulary is referenced as that token (the list
         // is the factory's, found once per model).
         let factory = structured::factory(loaded).await?;

@@ -178,10 +178,7 @@ pub async fn prompt(shared: Arc<Shared>, publish: Publish, topics: Topics) {
         return;
     }
     let req = Request {
-        messages: vec![Message {
-            role: "user".into(),
-            content: text.clone(),
-        }],
+        messages: vec![Message::new("user", text.clone())],
         ..Default::default()
     };
     let ctx = RequestCtx {
@@ -204,10 +201,7 @@ pub async fn prompt(shared: Arc<Shared>, publish: Publish, topics: Topics) {
                 "prompt": text,
                 "text": f.text,
                 "reasoning": f.reasoning,
-                "finish_reason": match f.finish_reason {
-                    ember_proto::FinishReason::Stop => "stop",
-                    ember_proto::FinishReason::Length => "length",
-                },
+                "finish_reason": f.finish_reason.as_str(),
                 "completion_tokens": f.usage.completion_tokens,
             })
         }

@@ -4,6 +4,7 @@
 //! the stream chunks (QoS 0) and the final message or error (QoS 1).
 
 use super::link::{Out, props};
+use super::tools;
 use super::{Dedup, Shared};
 use crate::serve::http::error::ApiError;
 use crate::serve::http::generation::{self, RequestCtx, Step};
@@ -11,13 +12,16 @@ use crate::serve::http::metrics::Outcome;
 use crate::serve::http::params::{self, Knobs};
 use crate::serve::http::prompt::{self, ChatInput};
 use crate::serve::http::reasoning::{self, ReasoningSplitter, split_all};
+use crate::serve::http::structured::{self, Wanted};
+use crate::serve::http::tools::{self as http_tools, Tools};
 use bytes::Bytes;
 use ember_proto::{
     Chunk, Encoding, ErrorCode, ErrorReply, Final, FinishReason, Request, Response, Timings, Usage,
 };
+use ember_toolcall::Think;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Publish;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +31,8 @@ pub struct Reply {
     pub topic: String,
     pub correlation: Option<Bytes>,
     pub encoding: Encoding,
+    /// The wire version to answer in: the request's (a version 1 client reads only version 1).
+    pub version: u8,
     pub id: Option<String>,
     node: String,
     /// Chunks sent so far.
@@ -55,7 +61,7 @@ impl Reply {
     }
 
     fn encode(&self, r: &Response) -> Option<Vec<u8>> {
-        match ember_proto::encode_response(self.encoding, r) {
+        match ember_proto::encode_response_as(self.encoding, self.version, r) {
             Ok(b) => Some(b),
             Err(e) => {
                 tracing::error!("mqtt: cannot encode a reply: {e}");
@@ -111,6 +117,7 @@ pub async fn handle(shared: Arc<Shared>, publish: Publish) {
         topic: props.response_topic.clone().unwrap_or_default(),
         correlation: props.correlation_data.clone(),
         encoding: Encoding::Json,
+        version: ember_proto::WIRE_VERSION,
         id: None,
         node: shared.settings.node.clone(),
         seq: 0,
@@ -139,6 +146,14 @@ pub async fn handle(shared: Arc<Shared>, publish: Publish) {
         }
     };
     reply.encoding = encoding;
+    // A postcard request that cannot be read is answered in the version it says it is, when this
+    // build reads that version (so that a version 1 client can read the error).
+    if encoding == Encoding::Postcard
+        && let Some(&v) = publish.payload.first()
+        && (ember_proto::OLDEST_READ..=ember_proto::WIRE_VERSION).contains(&v)
+    {
+        reply.version = v;
+    }
     let max = shared.settings.max_payload;
     if publish.payload.len() > max {
         if can_reply(&reply) {
@@ -168,6 +183,7 @@ pub async fn handle(shared: Arc<Shared>, publish: Publish) {
         reply.topic = t.clone();
     }
     reply.id = req.id.clone();
+    reply.version = req.v;
     if !can_reply(&reply) {
         return;
     }
@@ -234,28 +250,44 @@ pub async fn run(
     let state = &shared.state;
     let loaded = state.model().map_err(fail)?;
     prompt::check_model(loaded, req.model.as_deref()).map_err(fail)?;
-    let (ids, opens_think) = if let Some(text) = req.prompt.clone() {
+    let wanted = tools::wanted(&req).map_err(fail)?;
+    let calls = tools::tools(loaded, &req).map_err(fail)?;
+    if calls.active() && wanted != Wanted::Free {
+        return Err(fail(ApiError::bad_request(
+            "`tools` and a structured `response_format` together are not supported: give one",
+        )));
+    }
+    let (ids, opens_think, think) = if let Some(text) = req.prompt.clone() {
+        if !req.tools.is_empty() {
+            return Err(fail(ApiError::bad_request(
+                "`tools` need a chat (`messages`), not a raw `prompt`",
+            )));
+        }
         let tok = loaded.tokenizer.clone();
         let p = prompt::blocking(move || Ok(prompt::text_prompt(&tok, &text)))
             .await
             .map_err(fail)?;
-        (p.ids, false)
+        (p.ids, false, Think::None)
     } else {
-        let messages: Vec<Value> = req
-            .messages
-            .iter()
-            .map(|m| json!({"role": m.role, "content": m.content}))
-            .collect();
+        let messages = tools::messages(&req.messages).map_err(fail)?;
+        let mut vars = serde_json::Map::new();
+        let messages = calls
+            .prepare(
+                &params::normalize_messages(&messages).map_err(fail)?,
+                &mut vars,
+            )
+            .map_err(fail)?;
         let input = ChatInput {
             tokenizer: loaded.tokenizer.clone(),
             template: loaded.template.clone(),
-            messages: params::normalize_messages(&messages).map_err(fail)?,
-            vars: serde_json::Map::new(),
+            messages,
+            vars,
         };
         let p = prompt::blocking(move || prompt::chat_prompt(&input))
             .await
             .map_err(fail)?;
-        (p.ids, p.opens_think)
+        let think = p.think(loaded);
+        (p.ids, p.opens_think, think)
     };
     let n_ctx = loaded.engine.config().n_ctx;
     if let Err(e) = prompt::check_fits(ids.len(), n_ctx) {
@@ -279,9 +311,41 @@ pub async fn run(
         frequency_penalty: req.frequency_penalty,
         logit_bias: None,
     };
-    let gen_params = knobs
+    let mut gen_params = knobs
         .generate_params(req.max_tokens.map(i64::from), ids.len(), n_ctx)
         .map_err(fail)?;
+    gen_params.constraint = if calls.active() {
+        calls.constraint(loaded, think).await
+    } else {
+        structured::compile(loaded, wanted, think).await
+    }
+    .map_err(fail)?;
+    let calls = calls.active().then_some(calls);
+    // Streamed content goes through the call parser, so that call markup never reaches a chunk;
+    // the calls themselves arrive whole in the final reply.
+    let mut parser = calls.as_ref().map(Tools::parser);
+    let mut emit =
+        |s: reasoning::Split, parser: &mut Option<ember_toolcall::StreamParser>, end: bool| {
+            let content = match parser {
+                Some(p) => {
+                    let mut events = p.push(&s.content);
+                    if end {
+                        events.extend(p.end());
+                    }
+                    events
+                        .into_iter()
+                        .filter_map(|ev| match ev {
+                            ember_toolcall::Event::Content(t) => Some(t),
+                            _ => None,
+                        })
+                        .collect()
+                }
+                None => s.content,
+            };
+            if !content.is_empty() || !s.reasoning.is_empty() {
+                on_delta(content, (!s.reasoning.is_empty()).then_some(s.reasoning));
+            }
+        };
     let prompt_tokens = ids.len();
     let mut running =
         generation::submit(state, loaded, ctx, ids, gen_params, start_by).map_err(fail)?;
@@ -291,23 +355,34 @@ pub async fn run(
         match step {
             Step::Delta(d) => {
                 let s = reasoning::push_opt(&mut splitter, d);
-                if !s.content.is_empty() || !s.reasoning.is_empty() {
-                    on_delta(s.content, (!s.reasoning.is_empty()).then_some(s.reasoning));
-                }
+                emit(s, &mut parser, false);
             }
             Step::Done { finished, finish } => {
-                if let Some(sp) = splitter.as_mut() {
-                    let s = sp.finish();
-                    if !s.content.is_empty() || !s.reasoning.is_empty() {
-                        on_delta(s.content, (!s.reasoning.is_empty()).then_some(s.reasoning));
-                    }
-                }
+                let tail = match splitter.as_mut() {
+                    Some(sp) => sp.finish(),
+                    None => reasoning::Split::default(),
+                };
+                emit(tail, &mut parser, true);
                 let g = &finished.generation;
                 let (text, reasoning) = if split {
                     let s = split_all(&g.text, opens_think);
                     (s.content, (!s.reasoning.is_empty()).then_some(s.reasoning))
                 } else {
                     (g.text.clone(), None)
+                };
+                // An answer cut inside a call keeps its text and has no calls: `length` says so.
+                let (text, tool_calls) = match &calls {
+                    Some(c) => {
+                        let p = http_tools::parse_whole(c, &text);
+                        // Blanks around calls are not an answer (OpenAI's `content: null`).
+                        let content = if !p.calls.is_empty() && p.content.trim().is_empty() {
+                            String::new()
+                        } else {
+                            p.content
+                        };
+                        (content, tools::wire_calls(&p.calls))
+                    }
+                    None => (text, Vec::new()),
                 };
                 let t = &g.timings;
                 let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
@@ -316,11 +391,12 @@ pub async fn run(
                     id: req.id.clone(),
                     text,
                     reasoning,
-                    finish_reason: if finish == "stop" {
-                        FinishReason::Stop
-                    } else {
-                        FinishReason::Length
+                    finish_reason: match (finish, tool_calls.is_empty()) {
+                        ("stop", true) => FinishReason::Stop,
+                        ("stop", false) => FinishReason::ToolCalls,
+                        _ => FinishReason::Length,
                     },
+                    tool_calls,
                     usage: Usage {
                         prompt_tokens: n(prompt_tokens),
                         completion_tokens: n(completion),

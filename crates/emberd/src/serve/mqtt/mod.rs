@@ -20,6 +20,7 @@ mod discovery;
 mod handler;
 mod link;
 pub mod settings;
+mod tools;
 
 use crate::serve::http::AppState;
 use anyhow::Result;
