@@ -56,6 +56,8 @@ pub struct ConstraintFactory {
     eog: Arc<[u32]>,
     /// The texts of the vocabulary's `<…>` control tokens (what a grammar may reference as a token).
     control: Arc<[String]>,
+    /// Ids the trie holds.
+    n_vocab: usize,
 }
 
 impl fmt::Debug for ConstraintFactory {
@@ -101,6 +103,7 @@ impl ConstraintFactory {
             factory: Arc::new(factory),
             eog: eog.into(),
             control: control.into(),
+            n_vocab,
         })
     }
 
@@ -130,6 +133,7 @@ impl ConstraintFactory {
                 .collect(),
             triggers_at_start: spec.triggers_at_start,
             eog: Arc::clone(&self.eog),
+            n_vocab: self.n_vocab,
         })
     }
 }
@@ -159,6 +163,8 @@ pub struct Constraint {
     triggers: Vec<Vec<u8>>,
     triggers_at_start: bool,
     eog: Arc<[u32]>,
+    /// Ids the trie knows (wider logits are padding, never allowed).
+    n_vocab: usize,
 }
 
 impl fmt::Debug for Constraint {
@@ -178,6 +184,7 @@ impl Constraint {
             triggers: self.triggers.clone(),
             triggers_at_start: self.triggers_at_start,
             eog: Arc::clone(&self.eog),
+            n_vocab: self.n_vocab,
             text: Vec::new(),
             tokens: Vec::new(),
         }
@@ -192,6 +199,7 @@ pub(crate) struct ActiveConstraint {
     triggers: Vec<Vec<u8>>,
     triggers_at_start: bool,
     eog: Arc<[u32]>,
+    n_vocab: usize,
     /// Output so far with special tokens rendered, while lazy (for trigger detection).
     text: Vec<u8>,
     /// Tokens so far, while lazy (replayed into the matcher at the trigger).
@@ -238,6 +246,23 @@ impl ActiveConstraint {
             }
         }
         Ok(())
+    }
+
+    /// Whether the grammar allows `id` as the next token: one token checked, not a whole mask
+    /// (the fast path of sampling: llama.cpp's too). End-of-generation tokens say false here, so
+    /// that the full mask decides them; so does an id outside the vocabulary.
+    pub(crate) fn allows(&mut self, id: u32) -> Result<bool, ConstraintError> {
+        if self.lazy {
+            return Ok(true);
+        }
+        if self.eog.contains(&id) || id as usize >= self.n_vocab {
+            return Ok(false);
+        }
+        let n = self
+            .matcher
+            .validate_tokens(&[id])
+            .map_err(|e| ConstraintError::Matcher(e.to_string()))?;
+        Ok(n == 1)
     }
 
     /// Records the sampled token. `piece` is its text with special tokens rendered (for trigger

@@ -202,10 +202,18 @@ impl<'t> Decoder<'t> {
         let top = top_logits(logits, self.logits_top);
         let id = match &mut self.constraint {
             Some(c) if c.is_constraining() => {
-                self.masked.clear();
-                self.masked.extend_from_slice(logits);
-                c.apply(&mut self.masked)?;
-                self.sampler.sample(&self.masked)?
+                // As llama.cpp samples with a grammar: first as if free, and a token the grammar
+                // allows is kept (one token checked instead of a whole mask; for greedy exactly the
+                // masked choice); else the masked logits are sampled.
+                let free = self.sampler.sample(logits)?;
+                if c.allows(free)? {
+                    free
+                } else {
+                    self.masked.clear();
+                    self.masked.extend_from_slice(logits);
+                    c.apply(&mut self.masked)?;
+                    self.sampler.sample(&self.masked)?
+                }
             }
             _ => self.sampler.sample(logits)?,
         };
