@@ -7,10 +7,10 @@
 
 use std::arch::x86_64::{
     __m256i, _mm256_add_epi32, _mm256_cvtepi32_ps, _mm256_dpbusd_epi32, _mm256_dpwssd_epi32,
-    _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
-    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32,
-    _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi32, _mm256_storeu_ps,
-    _mm256_sub_epi32,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+    _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_epi32,
+    _mm256_sub_ps,
 };
 
 use super::gemm::{Acts, Format, MAX_MR, Micro, PANEL, Panel};
@@ -96,6 +96,9 @@ macro_rules! micro_kernels {
             }
             let zero = _mm256_setzero_si256();
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            // The min terms summed apart and subtracted at the end, as ggml's kernels do: the
+            // two sums can nearly cancel, so their order matters beyond the last bits.
+            let mut acc_m = [[_mm256_setzero_ps(); 2]; MR];
             for b in 0..nb {
                 // SAFETY (every pointer read below): the panel and the rows hold `nb` blocks
                 // (checked above); each read stays inside block `b` of its buffer.
@@ -152,15 +155,16 @@ macro_rules! micro_kernels {
                             let v = _mm256_cvtepi32_ps(sumi[r][h]);
                             acc[r][h] = _mm256_fmadd_ps(scale, v, acc[r][h]);
                             let mins = _mm256_cvtepi32_ps(summ[r][h]);
-                            acc[r][h] = _mm256_fnmadd_ps(_mm256_mul_ps(mh, dx), mins, acc[r][h]);
+                            acc_m[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(mh, dx), mins, acc_m[r][h]);
                         }
                     }
                 }
             }
-            for (o, acc) in out.iter_mut().zip(&acc) {
-                for (h, v) in acc.iter().enumerate() {
+            for ((o, acc), acc_m) in out.iter_mut().zip(&acc).zip(&acc_m) {
+                for (h, (v, vm)) in acc.iter().zip(acc_m).enumerate() {
+                    let v = _mm256_sub_ps(*v, *vm);
                     // SAFETY: lanes 8h..8h + 8 of a 16-lane row.
-                    unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), *v) };
+                    unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), v) };
                 }
             }
         }
