@@ -10,7 +10,7 @@
 
 mod common;
 use common::Rng;
-use ember_quant::kernels::{GEMM_MIN_ROWS, Kernels, has_gemm, matmul_rows_with};
+use ember_quant::kernels::{GEMM_MIN_ROWS, Kernels, has_gemm, matmul_rows_with, set_gemm};
 use ember_quant::pool::Pool;
 use ember_quant::{GgmlType, QuantizedActivations, dequantize};
 
@@ -19,6 +19,8 @@ use GgmlType::*;
 const GEMM_TYPES: [GgmlType; 8] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K];
 
 fn simd_sets() -> Vec<Kernels> {
+    // Off by default (see `set_gemm`); every test here starts by listing the sets.
+    set_gemm(true);
     Kernels::ALL
         .into_iter()
         .filter(|&k| k != Kernels::Scalar && k.is_available())

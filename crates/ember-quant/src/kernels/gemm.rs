@@ -458,6 +458,9 @@ fn prepare(
 /// The GEMM kernel for weights of type `ty` from the set `kernels`, where the set has one and this
 /// CPU runs it.
 pub(crate) fn kernel_for(kernels: super::Kernels, ty: GgmlType) -> Option<GemmKernel> {
+    if !enabled() {
+        return None;
+    }
     let format = format(ty)?;
     let micro = match kernels {
         #[cfg(target_arch = "x86_64")]
@@ -470,7 +473,34 @@ pub(crate) fn kernel_for(kernels: super::Kernels, ty: GgmlType) -> Option<GemmKe
 }
 
 /// Whether [`super::matmul_rows_with`] multiplies weights of type `ty` with the set `kernels` by
-/// the GEMM (register-tiled panels) once there are [`MIN_ROWS`] activation rows or more.
+/// the GEMM (register-tiled panels) once there are [`MIN_ROWS`] activation rows or more (only while
+/// it is on, see [`set_gemm`]).
 pub fn has_gemm(kernels: super::Kernels, ty: GgmlType) -> bool {
     kernel_for(kernels, ty).is_some()
+}
+
+/// 0: not decided yet (read `EMBER_GEMM` on first use), 1: off, 2: on.
+static ENABLED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Turns the GEMM on or off for the whole process (overrides `EMBER_GEMM`).
+///
+/// Off by default for now: its float summation order differs from the row kernels', so a row's
+/// result depends (in the last bits) on whether it was computed in a batch of 8 or more, and an
+/// activation quantizer's rounding can then flip between a batched and a single run (the
+/// last-row parity test catches it on some tiny models). `EMBER_GEMM=1` turns it on.
+pub fn set_gemm(on: bool) {
+    ENABLED.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn enabled() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    match ENABLED.load(Relaxed) {
+        0 => {
+            let on = std::env::var("EMBER_GEMM").is_ok_and(|v| matches!(v.trim(), "1" | "on"));
+            // A concurrent `set_gemm` wins.
+            let _ = ENABLED.compare_exchange(0, if on { 2 } else { 1 }, Relaxed, Relaxed);
+            ENABLED.load(Relaxed) == 2
+        }
+        v => v == 2,
+    }
 }

@@ -513,7 +513,7 @@ pub fn row_kernel_for(kernels: Kernels, ty: GgmlType) -> Result<(GgmlType, RowKe
     Ok((vdt, scalar_kernel(ty)?))
 }
 
-pub use gemm::{MIN_ROWS as GEMM_MIN_ROWS, PANEL as GEMM_PANEL, has_gemm};
+pub use gemm::{MIN_ROWS as GEMM_MIN_ROWS, PANEL as GEMM_PANEL, has_gemm, set_gemm};
 
 /// The 2×2 tile kernel for weights of type `ty` from the set `kernels`, where the set has one and
 /// this CPU runs it; `None` means "use the row kernel". The scalar reference has none: its products
