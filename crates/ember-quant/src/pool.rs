@@ -19,7 +19,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::QuantError;
-use crate::kernels::{Kernels, QuantizedActivations, matmul_rows_with};
+use crate::kernels::{
+    GEMM_MIN_ROWS, GEMM_PANEL, Kernels, QuantizedActivations, has_gemm, matmul_rows_with,
+};
 use crate::types::GgmlType;
 
 /// How long an idle worker spins before it sleeps.
@@ -216,8 +218,14 @@ impl Pool {
         if n == 0 || m == 0 {
             return Ok(());
         }
-        // Small chunks balance the load; even sizes keep the 2×2 tiles whole.
-        let chunk = (n / (self.threads() * 8)).clamp(16, 256) & !1;
+        // Small chunks balance the load; even sizes keep the 2×2 tiles whole, multiples of the
+        // GEMM's panel its panels.
+        let chunk = (n / (self.threads() * 8)).clamp(16, 256);
+        let chunk = if m >= GEMM_MIN_ROWS && has_gemm(kernels, weight_ty) {
+            chunk.next_multiple_of(GEMM_PANEL)
+        } else {
+            chunk & !1
+        };
         let chunks = n.div_ceil(chunk);
         let next = AtomicUsize::new(0);
         let error: Mutex<Option<QuantError>> = Mutex::new(None);

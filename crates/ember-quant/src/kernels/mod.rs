@@ -25,6 +25,9 @@
 pub mod activation;
 mod dot_k;
 mod dot_legacy;
+mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 // The kernels reinterpret little-endian block fields (Q8_K's i16 sums) as vector lanes.
@@ -273,6 +276,12 @@ pub fn matmul_rows_with(
     let w = weight
         .get(rows.start * row_bytes..rows.end * row_bytes)
         .unwrap_or_default();
+    if xq.m >= gemm::MIN_ROWS
+        && let Some(g) = gemm::kernel_for(kernels, weight_ty)
+    {
+        gemm::run(g, w, row_bytes, &xq.data, xq.row_bytes, nr, out);
+        return Ok(());
+    }
     let tile = if xq.m >= 2 && nr >= 2 {
         tile_kernel_for(kernels, weight_ty)
     } else {
@@ -503,6 +512,8 @@ pub fn row_kernel_for(kernels: Kernels, ty: GgmlType) -> Result<(GgmlType, RowKe
     }
     Ok((vdt, scalar_kernel(ty)?))
 }
+
+pub use gemm::{MIN_ROWS as GEMM_MIN_ROWS, PANEL as GEMM_PANEL, has_gemm, set_gemm};
 
 /// The 2×2 tile kernel for weights of type `ty` from the set `kernels`, where the set has one and
 /// this CPU runs it; `None` means "use the row kernel". The scalar reference has none: its products
