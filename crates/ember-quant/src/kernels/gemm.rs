@@ -461,15 +461,22 @@ pub(crate) fn kernel_for(kernels: super::Kernels, ty: GgmlType) -> Option<GemmKe
     if !enabled() {
         return None;
     }
-    let format = format(ty)?;
-    let micro = match kernels {
-        #[cfg(target_arch = "x86_64")]
-        super::Kernels::Avx2 => super::gemm_x86::gemm_micro(ty, format, false)?,
-        #[cfg(target_arch = "x86_64")]
-        super::Kernels::Avx512Vnni => super::gemm_x86::gemm_micro(ty, format, true)?,
-        _ => return None,
-    };
-    Some(GemmKernel { ty, format, micro })
+    #[cfg(target_arch = "x86_64")]
+    {
+        let format = format(ty)?;
+        let micro = match kernels {
+            super::Kernels::Avx2 => super::gemm_x86::gemm_micro(ty, format, false)?,
+            super::Kernels::Avx512Vnni => super::gemm_x86::gemm_micro(ty, format, true)?,
+            _ => return None,
+        };
+        Some(GemmKernel { ty, format, micro })
+    }
+    // No micro-kernels for this architecture yet (aarch64 `sdot`/`smmla` are to come).
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kernels, ty);
+        None
+    }
 }
 
 /// Whether [`super::matmul_rows_with`] multiplies weights of type `ty` with the set `kernels` by

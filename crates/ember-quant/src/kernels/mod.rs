@@ -25,6 +25,8 @@
 pub mod activation;
 mod dot_k;
 mod dot_legacy;
+// Only x86-64 has GEMM micro-kernels so far: elsewhere the panel code is there but unused.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_x86;
